@@ -259,8 +259,10 @@ def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
     """The checkpoint's own tokenizer, loaded with ``AutoTokenizer.from_pretrained`` (building a
     ``BertTokenizer`` from a vocab file alone silently maps every word to [UNK] in transformers 5)."""
     folder = Path(folder)
+    if not folder.is_dir():  # never let a missing path fall through to a hub repo-id lookup
+        raise CheckpointError(f"tokenizer folder {folder} does not exist; give the checkpoint folder")
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        return AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise CheckpointError(
             f"cannot load a tokenizer from {folder} ({str(exc).splitlines()[0]}); the folder needs the "
