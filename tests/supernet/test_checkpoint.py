@@ -49,7 +49,7 @@ def test_new_classifier_is_reproducible_by_seed(tiny_bert_dir: Path) -> None:
 
 def test_classifier_label_mismatch_needs_reinit(tmp_path: Path) -> None:
     folder = save_tiny_bert(tmp_path / "clf", classifier_labels=3)
-    with pytest.raises(CheckpointError, match="3 labels but the task has 2.*reinit_classifier"):
+    with pytest.raises(CheckpointError, match=r"3 labels but the task has 2.*reinit_classifier"):
         load_pretrained(folder, num_labels=2)
     assert load_pretrained(folder, num_labels=2, reinit_classifier=True).classifier.out_features == 2
 
@@ -109,7 +109,8 @@ def test_elastiq_folders_round_trip_and_refuse_foreign_folders(tiny_bert_dir: Pa
     save_model(model, tmp_path / "m", space=space)
     assert load_space(tmp_path / "m") == space
     assert all(
-        torch.equal(a, b) for a, b in zip(model.state_dict().values(), load_model(tmp_path / "m").state_dict().values())
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), load_model(tmp_path / "m").state_dict().values(), strict=True)
     )
     with pytest.raises(CheckpointError, match="not an elastiq model folder"):
         load_model(tiny_bert_dir)
