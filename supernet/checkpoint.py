@@ -125,7 +125,7 @@ def _normalise_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:
             out[key] = value
         else:
             out["bert." + key] = value
-        # Very old checkpoints name LayerNorm parameters gamma/beta.
+    # Very old checkpoints name LayerNorm parameters gamma/beta.
     return {
         k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias"): v
         for k, v in out.items()

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -129,7 +128,3 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     draws exactly what an uninterrupted one would have."""
     return np.random.default_rng([seed, step])
 
-
-def grad_norm(model: torch.nn.Module) -> float:
-    norms = [p.grad.detach().norm() for p in model.parameters() if p.grad is not None]
-    return float(torch.stack(norms).norm()) if norms else 0.0
