@@ -14,7 +14,7 @@ from supernet.errors import ConfigError
 from supernet.train import TrainConfig
 
 _TOP_LEVEL = {"run_dir", "seed", "model", "data", "space", "train", "evaluate"}
-_MODEL_KEYS = {"checkpoint", "reinit_classifier"}
+_MODEL_KEYS = {"checkpoint", "reinit_classifier", "pooling"}
 _EVAL_KEYS = {"split", "archs", "num_random", "batch_size"}
 
 
@@ -41,6 +41,7 @@ class RunConfig:
     seed: int = 0
     checkpoint: str = "default"
     reinit_classifier: bool = False
+    pooling: str = "auto"
     data: Mapping[str, Any] | None = None
     space: Mapping[str, Any] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -50,7 +51,11 @@ class RunConfig:
         return {
             "run_dir": str(self.run_dir),
             "seed": self.seed,
-            "model": {"checkpoint": self.checkpoint, "reinit_classifier": self.reinit_classifier},
+            "model": {
+                "checkpoint": self.checkpoint,
+                "reinit_classifier": self.reinit_classifier,
+                "pooling": self.pooling,
+            },
             "data": dict(self.data) if self.data else {"name": "rotten_tomatoes"},
             "space": dict(self.space) if self.space else {},
             "train": {k: v for k, v in self.train.to_dict().items() if k != "seed"},  # the top-level seed
@@ -92,6 +97,7 @@ def parse_run_config(data: Mapping[str, Any], *, run_dir: str | Path | None = No
         seed=seed,
         checkpoint=str(model.get("checkpoint", "default")),
         reinit_classifier=bool(model.get("reinit_classifier", False)),
+        pooling=str(model.get("pooling", "auto")),
         data=data.get("data"),
         space=data.get("space"),
         train=replace(TrainConfig.from_dict(train_data), seed=seed),

@@ -62,7 +62,11 @@ def train_run(config: RunConfig, *, progress: bool = True) -> Path:
     data = _load_data(config)
     checkpoint = _checkpoint_dir(config)
     model = load_pretrained(
-        checkpoint, num_labels=data.num_classes, seed=config.seed, reinit_classifier=config.reinit_classifier
+        checkpoint,
+        num_labels=data.num_classes,
+        seed=config.seed,
+        reinit_classifier=config.reinit_classifier,
+        pooling=config.pooling,
     )
     tokenizer = load_tokenizer(checkpoint)
     shape = model.shape

@@ -24,6 +24,14 @@ from transformers.activations import ACT2FN
 from supernet.arch import BertArch
 from supernet.errors import ArchError, ConfigError
 
+#: How a sentence becomes one vector for the classifier. "cls": BERT's pooler (dense + tanh on [CLS]),
+#: what transformers' BertForSequenceClassification does. "mean": the mean of the valid tokens' final
+#: states, no pooler. Depth-elastic sub-networks need "mean" on checkpoints trained with mean pooling
+#: (sentence-transformers, e.g. all-MiniLM-L6-v2): their [CLS] state at intermediate layers is nearly
+#: the same for every input, so shallow sub-networks collapse to a constant prediction with "cls"
+#: (measured: depth <= 4 of 6 gave majority-class accuracy after InstaTune, full width or not).
+POOLINGS = ("cls", "mean")
+
 
 @dataclass(frozen=True)
 class BertShape:
@@ -42,6 +50,7 @@ class BertShape:
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
+    pooling: str = "cls"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
@@ -50,6 +59,8 @@ class BertShape:
             raise ConfigError("a BertShape needs one head count and one FFN width per layer, at least one layer")
         if self.hidden_act not in ACT2FN:
             raise ConfigError(f"unknown activation {self.hidden_act!r}; use one of {sorted(ACT2FN)}")
+        if self.pooling not in POOLINGS:
+            raise ConfigError(f"unknown pooling {self.pooling!r}; use one of {POOLINGS}")
         if self.num_labels < 1:
             raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
 
@@ -104,7 +115,8 @@ def count_parameters(shape: BertShape, arch: BertArch | None = None) -> int:
         width = heads * shape.head_dim
         total += 3 * (h * width + width) + (width * h + h) + 2 * h  # q, k, v, attention output, LayerNorm
         total += (h * ffn + ffn) + (ffn * h + h) + 2 * h  # FFN in, FFN out, LayerNorm
-    total += h * h + h  # pooler
+    if shape.pooling == "cls":
+        total += h * h + h  # pooler
     total += h * shape.num_labels + shape.num_labels  # classifier
     return total
 
@@ -230,14 +242,15 @@ class BertPooler(nn.Module):
 
 
 class ElasticBertModel(nn.Module):
-    """Embeddings, encoder and pooler; ``forward(..., arch=a)`` runs sub-network ``a``."""
+    """Embeddings, encoder and pooling; ``forward(..., arch=a)`` runs sub-network ``a`` and returns the
+    final hidden states and the pooled sentence vector (see ``POOLINGS``)."""
 
     def __init__(self, shape: BertShape) -> None:
         super().__init__()
         self.shape = shape
         self.embeddings = BertEmbeddings(shape)
         self.encoder = BertEncoder(shape)
-        self.pooler = BertPooler(shape.hidden_size)
+        self.pooler = BertPooler(shape.hidden_size) if shape.pooling == "cls" else None
 
     def encode(
         self,
@@ -270,7 +283,12 @@ class ElasticBertModel(nn.Module):
         arch: BertArch | None = None,
     ) -> tuple[Tensor, Tensor]:
         hidden = self.encode(input_ids, attention_mask, token_type_ids, arch)
-        return hidden, self.pooler(hidden)
+        if self.pooler is not None:
+            return hidden, self.pooler(hidden)
+        if attention_mask is None:
+            return hidden, hidden.mean(dim=1)
+        weights = attention_mask.to(hidden.dtype)[..., None]
+        return hidden, (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class ElasticBertForSequenceClassification(nn.Module):

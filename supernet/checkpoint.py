@@ -60,7 +60,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def shape_from_hf_config(config: dict[str, Any], num_labels: int, folder: Path) -> BertShape:
+def shape_from_hf_config(config: dict[str, Any], num_labels: int, folder: Path, pooling: str = "cls") -> BertShape:
     """Translate an HF ``config.json`` into a BertShape, refusing what is not a plain BERT encoder."""
     model_type = config.get("model_type")
     if model_type != "bert":
@@ -95,6 +95,7 @@ def shape_from_hf_config(config: dict[str, Any], num_labels: int, folder: Path) 
         hidden_dropout_prob=float(config.get("hidden_dropout_prob", 0.1)),
         attention_probs_dropout_prob=float(config.get("attention_probs_dropout_prob", 0.1)),
         pad_token_id=int(config.get("pad_token_id") or 0),
+        pooling=pooling,
     )
 
 
@@ -149,24 +150,34 @@ def load_pretrained(
     *,
     seed: int = 0,
     reinit_classifier: bool = False,
+    pooling: str = "auto",
 ) -> ElasticBertForSequenceClassification:
     """Build the super-network from a local HF BERT checkpoint folder.
 
     A classifier in the checkpoint is kept when its number of labels matches; otherwise the call
     fails unless ``reinit_classifier`` asks for a fresh one (drawn with ``seed``).
+
+    ``pooling="auto"`` keeps BERT's [CLS] pooler when the checkpoint brings a trained classifier (its
+    function is then preserved exactly) and otherwise pools by the mean of the tokens, which every
+    depth of an elastic network can use (see ``supernet.bert.POOLINGS``).
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"checkpoint folder {folder} does not exist; give the folder that holds config.json")
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder} has no config.json; give a folder saved with save_pretrained()")
-    shape = shape_from_hf_config(_read_json(folder / "config.json"), num_labels, folder)
-    model = _build(shape, seed)
+    hf_config = _read_json(folder / "config.json")
     state = _normalise_keys(_read_state_dict(folder))
-
-    expected = model.state_dict()
     if reinit_classifier:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+    if pooling == "auto":
+        pooling = "cls" if "classifier.weight" in state else "mean"
+    if pooling == "mean":  # no pooler in the model: its checkpoint weights are not used
+        state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
+    shape = shape_from_hf_config(hf_config, num_labels, folder, pooling)
+    model = _build(shape, seed)
+
+    expected = model.state_dict()
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(k for k in set(expected) - set(state) if not k.startswith(_OPTIONAL_PREFIXES))
     if unexpected:
@@ -190,7 +201,7 @@ def load_pretrained(
                 f"{tuple(expected[key].shape)}; config and weights disagree"
             )
     for prefix in _OPTIONAL_PREFIXES:
-        if not any(k.startswith(prefix) for k in state):
+        if any(k.startswith(prefix) for k in expected) and not any(k.startswith(prefix) for k in state):
             log.info("%s has no %s weights: they start freshly initialised", folder, prefix.rstrip("."))
     model.load_state_dict(state, strict=False)
     return model

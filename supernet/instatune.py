@@ -127,4 +127,3 @@ def step_rng(seed: int, step: int) -> np.random.Generator:
     """The sub-network sampler of one step, derived from (seed, step) alone so that a resumed run
     draws exactly what an uninterrupted one would have."""
     return np.random.default_rng([seed, step])
-

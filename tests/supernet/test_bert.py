@@ -29,7 +29,7 @@ def _inputs(seed: int = 0, batch: int = 3, seq: int = 11) -> dict[str, torch.Ten
 
 def test_full_arch_matches_transformers(tiny_bert_dir: Path) -> None:
     reference = BertModel.from_pretrained(tiny_bert_dir).eval()
-    model = load_pretrained(tiny_bert_dir, num_labels=2).eval()
+    model = load_pretrained(tiny_bert_dir, num_labels=2, pooling="cls").eval()
     inputs = _inputs()
     with torch.no_grad():
         ref = reference(**inputs)
@@ -90,3 +90,33 @@ def test_arch_larger_than_model_is_refused(tiny_bert_dir: Path) -> None:
         model(**_inputs(), arch=BertArch(heads=(5,), ffn=(64,)))
     with pytest.raises(ArchError, match="keeps 4 layers"):
         extract(model, BertArch(heads=(4,) * 4, ffn=(64,) * 4))
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_parameter_count_and_extract_for_both_poolings(tiny_bert_dir: Path, pooling: str) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2, pooling=pooling).eval()
+    assert count_parameters(model.shape) == sum(p.numel() for p in model.parameters())
+    assert (model.bert.pooler is None) == (pooling == "mean")
+    arch = BertArch(heads=(2, 1), ffn=(32, 16))
+    with torch.no_grad():
+        assert (model(**_inputs(), arch=arch) - extract(model, arch)(**_inputs())).abs().max() <= 1e-5
+
+
+def test_auto_pooling_keeps_a_trained_classifier_head_and_otherwise_means(tmp_path: Path) -> None:
+    from tests.conftest import save_tiny_bert
+
+    assert load_pretrained(save_tiny_bert(tmp_path / "bare"), num_labels=2).shape.pooling == "mean"
+    clf = save_tiny_bert(tmp_path / "clf", classifier_labels=2)
+    assert load_pretrained(clf, num_labels=2).shape.pooling == "cls"
+    assert load_pretrained(clf, num_labels=2, reinit_classifier=True).shape.pooling == "mean"
+
+
+def test_mean_pooling_ignores_padding(tiny_bert_dir: Path) -> None:
+    model = load_pretrained(tiny_bert_dir, num_labels=2, pooling="mean").eval()
+    ids = torch.randint(1000, 30000, (1, 6))
+    padded = torch.cat([ids, torch.zeros(1, 4, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], dim=1).long()
+    with torch.no_grad():
+        alone = model(ids)
+        with_padding = model(padded, mask)
+    assert (alone - with_padding).abs().max() <= 1e-5

@@ -28,7 +28,7 @@ def test_real_minilm_matches_transformers_and_extract_matches(real_checkpoint_di
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
     reference = BertModel.from_pretrained(real_checkpoint_dir).eval()
-    model = load_pretrained(real_checkpoint_dir, num_labels=2).eval()
+    model = load_pretrained(real_checkpoint_dir, num_labels=2, pooling="cls").eval()
     assert count_parameters(model.shape) == sum(p.numel() for p in model.parameters())
     with torch.no_grad():
         ref = reference(**inputs)
