@@ -514,7 +514,7 @@ def _rotten_tomatoes_file() -> Path:
 
 
 def load_dataset_config(spec: Mapping[str, Any] | None, *, seed: int) -> TextClassificationData:
-    """Build data from a config mapping (the `dataset:` section of a YAML run config).
+    """Build data from a config mapping (the `data:` section of a YAML run config).
 
     `None`, `{}` or `{"name": "rotten_tomatoes"}` give the embedded default (fractions and a `path`
     to another copy of the file may be added); `{"path": ..., ...}` loads a user file with
@@ -524,10 +524,10 @@ def load_dataset_config(spec: Mapping[str, Any] | None, *, seed: int) -> TextCla
     if spec is None:
         return load_rotten_tomatoes(seed=seed)
     if not isinstance(spec, Mapping):
-        raise DataError(f"dataset config must be a mapping, got {type(spec).__name__}; see the example configs")
+        raise DataError(f"the data config must be a mapping, got {type(spec).__name__}; see the example configs")
     unknown = [key for key in spec if key not in DATASET_CONFIG_KEYS]
     if unknown:
-        raise DataError(f"unknown dataset config key {unknown[0]!r}; allowed keys are {', '.join(DATASET_CONFIG_KEYS)}")
+        raise DataError(f"unknown data config key {unknown[0]!r}; allowed keys are {', '.join(DATASET_CONFIG_KEYS)}")
     fractions = {key: _config_fraction(spec[key], key) for key in _FRACTION_KEYS if key in spec}
     name = spec.get("name")
     if name is None and "path" not in spec:

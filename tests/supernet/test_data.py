@@ -507,7 +507,7 @@ def test_dataset_config_path(balanced: Path) -> None:
     [
         (
             {"path": "x.csv", "text_col": "t"},
-            r"unknown dataset config key 'text_col'; allowed keys are name, path",
+            r"unknown data config key 'text_col'; allowed keys are name, path",
         ),
         ({"name": "imdb"}, "unknown dataset name 'imdb'"),
         ({"name": "rotten_tomatoes", "text_column": "t"}, "does not apply"),
