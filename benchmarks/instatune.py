@@ -83,6 +83,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-steps", type=int, default=12)
+    parser.add_argument("--label-weight", type=float, default=None, help="InstaTune label_weight (default: library's)")
+    parser.add_argument("--tag", default="", help="suffix of the result files and of the super-network phase")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work
@@ -93,6 +95,7 @@ def main() -> None:
     tokenizer = load_tokenizer(checkpoint)
     data = load_rotten_tomatoes(seed=args.seed)
     space = BertElasticSpace.default(6, 12, 1536)
+    instatune = InstaTuneConfig() if args.label_weight is None else InstaTuneConfig(label_weight=args.label_weight)
     config = TrainConfig(
         steps=args.steps,
         batch_size=32,
@@ -101,7 +104,11 @@ def main() -> None:
         seed=args.seed,
         checkpoint_every=100,
         log_every=10,
+        instatune=instatune,
     )
+    suffix = f"-{args.tag}" if args.tag else ""
+    # The standard and standalone phases do not depend on InstaTune settings: a tagged run in the same
+    # work folder reuses them and trains only its own super-network.
     standard = standard_finetuning(config)
 
     def fresh() -> Any:
@@ -121,7 +128,7 @@ def main() -> None:
 
     def run_supernet() -> dict[str, Any]:
         model = fresh()
-        result = train_supernet(model, space, data, tokenizer, config, work / "supernet")
+        result = train_supernet(model, space, data, tokenizer, config, work / f"supernet{suffix}")
         archs = {
             "largest": space.largest(),
             "smallest": space.smallest(),
@@ -161,7 +168,7 @@ def main() -> None:
         }
 
     std = _cached(phases / "standard.json", run_standard)
-    sup = _cached(phases / "supernet.json", run_supernet)
+    sup = _cached(phases / f"supernet{suffix}.json", run_supernet)
     standalone = {
         name: _cached(phases / f"standalone-{name}.json", lambda a=a, n=name: run_standalone(a, n))
         for name, a in [
@@ -179,7 +186,7 @@ def main() -> None:
             {"standard": standard.instatune, "instatune": config.instatune},
         )
 
-    timing = _cached(phases / "timing.json", run_timing)
+    timing = _cached(phases / f"timing{suffix}.json", run_timing)
     ratio = timing["instatune"] / timing["standard"]
 
     rows = []
@@ -218,12 +225,13 @@ def main() -> None:
         "largest_gap_points": largest_gap,
         "targets_met": targets,
     }
-    atomic_write_text(args.out / "instatune.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / f"instatune{suffix}.json", json.dumps(results, indent=2))
     lines = [
         "# InstaTune benchmark (all-MiniLM-L6-v2, Rotten Tomatoes)",
         "",
         f"Command: `{results['command']}`  ",
-        f"{args.steps} steps, batch 32, lr {config.learning_rate}, seed {args.seed}, "
+        f"{args.steps} steps, batch 32, lr {config.learning_rate}, seed {args.seed}, InstaTune "
+        f"{config.instatune.to_dict()}, "
         f"{torch.get_num_threads()} threads; test split of {len(data.test)} sentences.",
         "",
         f"- Standard fine-tuning of the full model: test accuracy **{100 * std['test_accuracy']:.2f}%**",
@@ -243,7 +251,7 @@ def main() -> None:
             f"{row['params_M']:.2f} | {100 * row['instatune_acc']:.2f}% | {twin} |"
         )
     lines += ["", "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in targets.items())]
-    atomic_write_text(args.out / "instatune.md", "\n".join(lines) + "\n")
+    atomic_write_text(args.out / f"instatune{suffix}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
