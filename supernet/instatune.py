@@ -32,7 +32,9 @@ class InstaTuneConfig:
     train_smallest: bool = True
     temperature: float = 1.0
     kd_weight: float = 1.0
-    label_weight: float = 0.5
+    # 1.0 rather than 0.5: on the 400-step benchmark it raised 4 of 5 measured sub-networks (the largest by
+    # 0.47, the smallest by 1.4 points); the teacher is itself still learning in a short fine-tuning run.
+    label_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_random < 0:
