@@ -119,9 +119,9 @@ def evaluate_run(
     """Evaluate sub-networks of a trained run on one split; rows are written to
     ``<run_dir>/evaluation.json`` as each one finishes, so an interrupted evaluation keeps its rows."""
     run_dir = Path(run_dir)
-    config = load_run_config(run_dir / RESOLVED_CONFIG) if (run_dir / RESOLVED_CONFIG).exists() else None
-    if config is None:
+    if not (run_dir / RESOLVED_CONFIG).exists():
         raise ConfigError(f"{run_dir} has no {RESOLVED_CONFIG}; train the run first (elastiq train)")
+    config = load_run_config(run_dir / RESOLVED_CONFIG)
     supernet_dir = run_dir / SUPERNET_DIR
     model = load_model(supernet_dir)
     space = load_space(supernet_dir)
