@@ -4,7 +4,6 @@ extract one. Each writes its results into the run folder as it produces them (at
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +29,6 @@ from supernet.errors import ArchError, ConfigError
 from supernet.evaluate import evaluate
 from supernet.extract import extract
 from supernet.train import train_supernet
-
-log = logging.getLogger(__name__)
 
 RESOLVED_CONFIG = "config.resolved.yaml"
 SUPERNET_DIR = "supernet"
