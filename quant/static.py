@@ -143,38 +143,63 @@ class Int8Static(Precision):
         if isinstance(model, fx.GraphModule):
             raise PrecisionError("int8_static must be applied to an eager model, once; apply the whole policy at once")
         batches = _batches(calibration)
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
-            X86InductorQuantizer,
-            get_default_x86_inductor_quantization_config,
-        )
-
-        for fqn in fqns:
-            if not isinstance(model.get_submodule(fqn), nn.Linear):
-                raise PrecisionError(f"int8_static quantizes Linear layers; {fqn!r} is not one")
         reduce_range = (not _vnni_supported()) if self.reduce_range is None else self.reduce_range
-        config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
-        quantizer = X86InductorQuantizer()
-        for fqn in fqns:
-            quantizer.set_module_name_qconfig(fqn, config)
-
         shape = getattr(model, "shape", None)
         max_positions = getattr(shape, "max_position_embeddings", None)
-        model.eval()
-        try:
-            exported = torch.export.export(
-                model, _export_example(batches[0]), dynamic_shapes=_dynamic_shapes(max_positions), strict=False
-            )
-        except Exception as exc:  # export fails in many ways; the first line names the construct
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PrecisionError(f"torch.export could not trace the model for int8_static: {first}") from exc
-        prepared = prepare_pt2e(exported.module(), quantizer)
-        with torch.no_grad():
-            for batch in batches:
-                prepared(*batch)
-        converted = convert_pt2e(prepared)
-        _drop_unused_state(converted)
-        _inference_only(converted)
+        converted = quantize_linears_pt2e(
+            model,
+            fqns,
+            example_args=_export_example(batches[0]),
+            calibration_args=batches,
+            dynamic_shapes=_dynamic_shapes(max_positions),
+            reduce_range=reduce_range,
+        )
         if shape is not None:
             converted.shape = shape  # keeps policy_targets / size accounting working on the result
         return converted
+
+
+def quantize_linears_pt2e(
+    model: nn.Module,
+    fqns: Sequence[str],
+    *,
+    example_args: tuple[Tensor, ...],
+    calibration_args: Sequence[tuple[Tensor, ...]],
+    dynamic_shapes: Any = None,
+    reduce_range: bool | None = None,
+) -> fx.GraphModule:
+    """PT2E static int8 on exactly the Linears ``fqns`` of any module whose forward takes positional tensors.
+
+    The BERT precision above calls it with tokenizer batches; latency lookup tables call it on a lone
+    Linear fed activations, so that both quantize with the same quantizer, config and conversion.
+    ``reduce_range=None`` chooses 7-bit activations when this CPU lacks VNNI (see ``Int8Static``).
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    for fqn in fqns:
+        if not isinstance(model.get_submodule(fqn), nn.Linear):
+            raise PrecisionError(f"int8_static quantizes Linear layers; {fqn!r} is not one")
+    if reduce_range is None:
+        reduce_range = not _vnni_supported()
+    config = get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    quantizer = X86InductorQuantizer()
+    for fqn in fqns:
+        quantizer.set_module_name_qconfig(fqn, config)
+    model.eval()
+    try:
+        exported = torch.export.export(model, example_args, dynamic_shapes=dynamic_shapes, strict=False)
+    except Exception as exc:  # export fails in many ways; the first line names the construct
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PrecisionError(f"torch.export could not trace the model for int8_static: {first}") from exc
+    prepared = prepare_pt2e(exported.module(), quantizer)
+    with torch.no_grad():
+        for args in calibration_args:
+            prepared(*args)
+    converted = convert_pt2e(prepared)
+    _drop_unused_state(converted)
+    _inference_only(converted)
+    return converted
