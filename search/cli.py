@@ -5,13 +5,14 @@ exit code 2, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from search.config import load_run_config
-from search.pipeline import evaluate_run, extract_run, run_pipeline, train_run
-from supernet.errors import ElastiqError
+from search.pipeline import evaluate_run, extract_run, measure_run, profile_run, run_pipeline, train_run
+from supernet.errors import ConfigError, ElastiqError
 
 EXIT_BAD_INPUT = 2
 
@@ -57,6 +58,36 @@ def _cmd_run(args: argparse.Namespace) -> None:
     print(f"run folder: {artifacts.run_dir}")
 
 
+def _cmd_profile(args: argparse.Namespace) -> None:
+    if args.arch is not None:
+        result = measure_run(
+            args.profile,
+            args.arch,
+            args.policy,
+            profile_dirs=args.profile_dir,
+            checkpoint=args.checkpoint,
+            tables_dir=args.out,
+        )
+        print(json.dumps(result, indent=2))
+        return
+    if args.policy is not None:
+        raise ConfigError("--policy measures one sub-network and needs --arch too (e.g. --arch largest)")
+    run = profile_run(
+        args.profile,
+        profile_dirs=args.profile_dir,
+        checkpoint=args.checkpoint,
+        out=args.out,
+        n_validation=args.validate,
+        seed=args.seed,
+        max_seconds=args.max_seconds,
+        progress=not args.quiet,
+    )
+    validation = run.model.validation or {}
+    for name, metrics in validation.items():
+        print(f"{name:<26} MAPE {metrics['mape_percent']:6.2f}%   Kendall tau {metrics['kendall_tau']:.3f}")
+    print(f"latency table, validation and calibration in {run.folder}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elastiq", description=__doc__)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -82,6 +113,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--arch", required=True, help="'largest', 'smallest' or JSON {heads, ffn}")
     p.add_argument("--out", required=True, help="folder to write (safetensors + JSON config + tokenizer)")
+
+    p = command("profile", _cmd_profile, "measure a hardware profile's latency table on this machine and validate it")
+    p.add_argument("--profile", required=True, help="profile name (built-in or from --profile-dir)")
+    p.add_argument("--profile-dir", action="append", default=[], help="folder of your own <name>.yaml profiles")
+    p.add_argument("--checkpoint", default="default", help="super-network or pretrained folder ('default': MiniLM)")
+    p.add_argument("--out", default="runs/profiles", help="where <profile>/ with the measurements is written")
+    p.add_argument("--validate", type=int, default=30, help="random (arch, policy) pairs measured end to end")
+    p.add_argument("--seed", type=int, default=0, help="seed of the validation pairs")
+    p.add_argument("--max-seconds", type=float, default=10.0, help="cap on the timed phase of one measurement")
+    p.add_argument("--arch", help="measure only this sub-network end to end: 'largest', 'smallest' or JSON")
+    p.add_argument("--policy", help="JSON quantization policy file for --arch (default: all fp32)")
 
     p = command("run", _cmd_run, "the whole pipeline from one YAML config")
     p.add_argument("--config", required=True)

@@ -4,6 +4,8 @@ extract one. Each writes its results into the run folder as it produces them (at
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,14 @@ from typing import Any
 
 import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
+from hardware_profiles.endtoend import MAX_SECONDS, measure_subnetwork
+from hardware_profiles.errors import ProfileError
+from hardware_profiles.hardware import check_measurable
+from hardware_profiles.profiling import ProfileRun, find_latency_model, profile_target
+from hardware_profiles.registry import get_profile
+from quant.policy import QuantPolicy
 from search.config import RunConfig, load_run_config
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write_text
@@ -173,3 +182,76 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunArtifacts:
         progress=progress,
     )
     return RunArtifacts(run_dir=config.run_dir, supernet_dir=supernet_dir, evaluation=rows)
+
+
+def load_for_profiling(
+    checkpoint: str | Path, num_labels: int = 2
+) -> tuple[ElasticBertForSequenceClassification, BertElasticSpace]:
+    """A model and its elastic space for latency profiling: an elastiq super-network folder as saved
+    (its own space), or a pretrained checkpoint folder ('default': the embedded MiniLM) with the default
+    space. Latency depends on shapes only, so untrained weights measure the same as trained ones."""
+    folder = default_checkpoint_dir() if str(checkpoint) == "default" else Path(checkpoint)
+    if (folder / "elastiq_config.json").is_file():
+        return load_model(folder), load_space(folder)
+    model = load_pretrained(folder, num_labels=num_labels, seed=0)
+    shape = model.shape
+    return model, BertElasticSpace.default(shape.num_layers, shape.heads[0], shape.ffn[0])
+
+
+def profile_run(
+    profile_name: str,
+    *,
+    profile_dirs: Sequence[str | Path] = (),
+    checkpoint: str | Path = "default",
+    out: str | Path = "runs/profiles",
+    n_validation: int = 30,
+    seed: int = 0,
+    max_seconds: float | None = MAX_SECONDS,
+    progress: bool = True,
+) -> ProfileRun:
+    """``elastiq profile``: measure the latency table of a profile, validate and calibrate it (resumable)."""
+    profile = get_profile(profile_name, profile_dirs)
+    check_measurable(profile)
+    model, space = load_for_profiling(checkpoint)
+    report = (lambda line: tqdm.write(line, file=sys.stderr)) if progress else None
+    return profile_target(
+        model.eval(),
+        space,
+        profile,
+        out,
+        n_validation=n_validation,
+        seed=seed,
+        max_seconds=max_seconds,
+        progress=report,
+    )
+
+
+def measure_run(
+    profile_name: str,
+    arch_spec: Any,
+    policy_file: str | Path | None,
+    *,
+    profile_dirs: Sequence[str | Path] = (),
+    checkpoint: str | Path = "default",
+    tables_dir: str | Path = "runs/profiles",
+) -> dict[str, Any]:
+    """``elastiq profile --arch``: the real latency of one (arch, policy) under a profile, and the
+    profile's estimate for it when a latency table is available (in ``tables_dir`` or shipped)."""
+    profile = get_profile(profile_name, profile_dirs)
+    model, space = load_for_profiling(checkpoint)
+    ((_, arch),) = resolve_archs([arch_spec], space)
+    policy = QuantPolicy()
+    if policy_file is not None:
+        path = Path(policy_file)
+        if not path.is_file():
+            raise ConfigError(f"policy file {path} does not exist; give a JSON policy (quant.QuantPolicy.to_json)")
+        policy = QuantPolicy.from_json(path.read_text(encoding="utf-8"))
+    with tempfile.TemporaryDirectory(prefix="elastiq-onnx-") as scratch:
+        stats = measure_subnetwork(model.eval(), arch, policy, profile, scratch)
+    result: dict[str, Any] = {"profile": profile.name, "arch": arch.to_dict(), "measured": stats.to_dict()}
+    try:
+        result["estimated_ms"] = find_latency_model(profile.name, [tables_dir]).predict_ms(model.shape, arch, policy)
+    except ProfileError as exc:
+        result["estimated_ms"] = None
+        result["estimate_unavailable"] = str(exc)
+    return result
