@@ -60,15 +60,39 @@ class BlockKey:
         return self.kind
 
 
+#: Row counts up to which a Linear block holds several copies of its layer (see ``linear_copies``).
+FEW_ROWS = 512
+COPIES = 4
+
+
+def linear_copies(rows: int) -> int:
+    """How many distinct copies of a Linear one block runs (its entry is the time per copy).
+
+    Inside a model every Linear's weights were evicted from the cache by the other layers since the
+    last forward; a lone layer called in a loop finds them cached, which makes it look faster than it
+    is when few rows are transformed and moving the weights dominates (batch 1). Running several
+    distinct copies in a row puts the weights of each back out of the faster caches, as in the model.
+    At many rows the matmul itself dominates and one copy is measured.
+    """
+    return COPIES if rows <= FEW_ROWS else 1
+
+
 class LinearBlock(nn.Module):
-    """One Linear; ``linear`` is the name a precision is applied to."""
+    """``copies`` distinct Linears of one shape applied to the same input; ``linear0``, ``linear1``, ...
+    are the names a precision is applied to."""
 
-    def __init__(self, out_features: int, in_features: int) -> None:
+    def __init__(self, out_features: int, in_features: int, copies: int = 1) -> None:
         super().__init__()
-        self.linear = nn.Linear(in_features, out_features)
+        self.copies = copies
+        for i in range(copies):
+            self.add_module(f"linear{i}", nn.Linear(in_features, out_features))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.linear(x)
+    @property
+    def linear_names(self) -> list[str]:
+        return [f"linear{i}" for i in range(self.copies)]
+
+    def forward(self, x: Tensor) -> tuple[Tensor, ...]:
+        return tuple(getattr(self, name)(x) for name in self.linear_names)
 
 
 class AttentionCoreBlock(nn.Module):
@@ -139,7 +163,7 @@ def build_block(
         torch.manual_seed(seed)
         module: nn.Module
         if key.kind == "linear":
-            module = LinearBlock(key.out_features, key.in_features)
+            module = LinearBlock(key.out_features, key.in_features, linear_copies(key.rows))
         elif key.kind == "attention":
             module = AttentionCoreBlock(key.heads, shape.head_dim)
         elif key.kind == "glue":
@@ -188,8 +212,10 @@ def quantize_block(module: nn.Module, key: BlockKey, inputs: tuple[Tensor, ...])
     whole sub-network (``quant.static``)."""
     if key.kind != "linear" or key.precision in ("", "fp32"):
         return module
+    assert isinstance(module, LinearBlock)
+    names = module.linear_names
     precision = get_precision(key.precision)
     if precision.graph_level:
-        return quantize_linears_pt2e(module, ["linear"], example_args=inputs, calibration_args=[inputs])
+        return quantize_linears_pt2e(module, names, example_args=inputs, calibration_args=[inputs])
     with torch.no_grad():
-        return precision.apply(module, ["linear"])
+        return precision.apply(module, names)

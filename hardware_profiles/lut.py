@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from hardware_profiles.blocks import BlockKey, build_block, quantize_block
+from hardware_profiles.blocks import BlockKey, LinearBlock, build_block, quantize_block
 from hardware_profiles.errors import ProfileError
 from hardware_profiles.profile import HardwareProfile
 from hardware_profiles.runtimes import onnx_runner, torch_runner
@@ -34,7 +34,7 @@ from supernet.bert import BertShape, check_arch_fits
 
 TABLE_CSV = "latency_table.csv"
 TABLE_META = "latency_table.json"
-TABLE_VERSION = 1
+TABLE_VERSION = 2  # 2: Linear entries measured over distinct copies (blocks.linear_copies)
 _KEY_COLUMNS = tuple(f.name for f in fields(BlockKey))
 _STAT_COLUMNS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "warmup", "repeats")
 
@@ -103,11 +103,12 @@ def measure_block(key: BlockKey, shape: BertShape, profile: HardwareProfile, wor
     with pinned_threads(profile.threads):
         if profile.runtime == "onnxruntime":
             names = [f"input_{i}" for i in range(len(inputs))]
-            linears = ["linear"] if key.precision == "int8_dynamic" else []
-            run = onnx_runner(module, inputs, names, profile, workdir, int8_dynamic_linears=linears)
+            linears = module.linear_names if isinstance(module, LinearBlock) and key.precision == "int8_dynamic" else []
+            run = onnx_runner(module, inputs, names, profile, workdir, int8_dynamic_linears=linears, dynamic=False)
         else:
             run = torch_runner(quantize_block(module, key, inputs), inputs, profile)
-        return time_runner(run, profile.warmup, profile.repeats)
+        stats = time_runner(run, profile.warmup, profile.repeats)
+    return stats.scaled(1 / module.copies) if isinstance(module, LinearBlock) else stats
 
 
 @dataclass

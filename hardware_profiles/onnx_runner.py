@@ -161,6 +161,7 @@ def export_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     int8_dynamic_linears: Sequence[str] = (),
+    dynamic: bool = True,
 ) -> Path:
     """Export a float ``model`` (in eval mode) to ONNX at ``path``, batch and sequence sizes dynamic.
 
@@ -180,7 +181,7 @@ def export_onnx(
         raise ProfileError(
             f"{len(example_inputs)} example inputs but {len(input_names)} input names; give one name per input"
         )
-    proto = _export(model, example_inputs, input_names, opset)
+    proto = _export(model, example_inputs, input_names, opset, dynamic)
     if not linears:
         return atomic_write(path, lambda tmp: onnx.save_model(proto, tmp))
 
@@ -255,6 +256,7 @@ def onnx_model_for(
     threads: int,
     runtime_options: Mapping[str, Any] | None = None,
     int8_dynamic_linears: Sequence[str] = (),
+    dynamic: bool = True,
 ) -> OnnxModel:
     """``export_onnx`` into ``workdir`` and ``load_onnx`` with a profile's ``runtime_options`` (``opset``,
     ``graph_optimization_level``).
@@ -276,6 +278,7 @@ def onnx_model_for(
         path,
         opset=int(options.get("opset", DEFAULT_OPSET)),
         int8_dynamic_linears=int8_dynamic_linears,
+        dynamic=dynamic,
     )
     return load_onnx(
         path, input_names, threads=threads, graph_optimization_level=options.get("graph_optimization_level", "all")
@@ -312,11 +315,19 @@ def _check_linears(model: nn.Module, fqns: Sequence[str]) -> list[str]:
 
 
 def _export(
-    model: nn.Module, example_inputs: tuple[torch.Tensor, ...], input_names: Sequence[str], opset: int
+    model: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    input_names: Sequence[str],
+    opset: int,
+    dynamic: bool = True,
 ) -> onnx.ModelProto:
     """The dynamo export of ``model`` in eval mode (its training flag is restored afterwards)."""
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
-    dynamic_shapes = tuple({d: dim for d, dim in enumerate((batch, sequence)) if d < x.dim()} for x in example_inputs)
+    dynamic_shapes = (
+        tuple({d: dim for d, dim in enumerate((batch, sequence)) if d < x.dim()} for x in example_inputs)
+        if dynamic
+        else None
+    )
     was_training = model.training
     model.eval()
     try:

@@ -54,9 +54,11 @@ def onnx_runner(
     profile: HardwareProfile,
     workdir: Path,
     int8_dynamic_linears: Sequence[str] = (),
+    dynamic: bool = True,
 ) -> Runner:
     """A runner for ``onnxruntime``: the *float* module is exported and the named Linears are quantized
-    by ONNX Runtime itself (torchao's quantized weights do not export; see ``compat``)."""
+    by ONNX Runtime itself (torchao's quantized weights do not export; see ``compat``). ``dynamic=False``
+    exports at the inputs' exact shapes (lookup-table blocks, whose inputs are not all batch x sequence)."""
     from hardware_profiles.onnx_runner import onnx_model_for
 
     onnx_model = onnx_model_for(
@@ -67,5 +69,6 @@ def onnx_runner(
         threads=profile.threads,
         runtime_options=profile.runtime_options,
         int8_dynamic_linears=int8_dynamic_linears,
+        dynamic=dynamic,
     )
     return onnx_model.runner(*inputs)

@@ -14,7 +14,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -35,6 +35,16 @@ class LatencyStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def scaled(self, factor: float) -> LatencyStats:
+        """The times multiplied by ``factor`` (e.g. per copy, when a block ran several copies of a layer)."""
+        return replace(
+            self,
+            median_ms=self.median_ms * factor,
+            mean_ms=self.mean_ms * factor,
+            p10_ms=self.p10_ms * factor,
+            p90_ms=self.p90_ms * factor,
+        )
 
 
 def _quantile(sorted_values: list[float], q: float) -> float:

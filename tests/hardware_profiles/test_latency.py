@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from hardware_profiles import endtoend, profiling
-from hardware_profiles.blocks import BlockKey, build_block, quantize_block
+from hardware_profiles.blocks import BlockKey, build_block, linear_copies, quantize_block
 from hardware_profiles.candidates import random_candidates
 from hardware_profiles.errors import ProfileError
 from hardware_profiles.latency_model import LatencyModel, accuracy_metrics
@@ -176,9 +176,11 @@ def test_quantized_linear_blocks_are_really_quantized_and_close(
     key = BlockKey("linear", 64, 32, 32, precision=precision)
     module, inputs = build_block(key, tiny_model.shape, batch=2, seq=16)
     with torch.no_grad():
-        reference = module(*inputs)
+        references = module(*inputs)
         quantized = quantize_block(module, key, inputs)
-        out = quantized(*inputs)
+        outs = quantized(*inputs)
+    assert len(outs) == len(references) == linear_copies(32) == 4  # few rows: distinct copies (cache-cold)
+    out, reference = outs[-1], references[-1]
     assert out.shape == reference.shape == (2, 16, 64)
     error = (out - reference).abs().max().item() / reference.abs().max().item()
     assert error < (1e-6 if precision == "fp32" else 0.05)
@@ -210,6 +212,11 @@ def test_calibration_recovers_a_linear_relation_and_reports_leave_one_out(
     loo = model.validation["calibrated_leave_one_out"]
     assert loo["mape_percent"] < 1e-6 and loo["kendall_tau"] == pytest.approx(1.0)
     assert model.validation["raw_table"]["mape_percent"] > 1  # the raw sum is off by the made-up 0.8 etc.
+    assert model.validation["used"] == "calibrated_leave_one_out"
+    noisy = table_ms * rng.uniform(0.9, 1.1, 20)  # the table is right up to jitter: a fit cannot beat it
+    raw = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), noisy.tolist())
+    assert raw.validation is not None and raw.validation["used"] == "raw_table"
+    assert (raw.coefficients, raw.intercept) == ((1.0, 0.0), 0.0)
     with pytest.raises(ProfileError, match="at least 4"):
         LatencyModel.calibrate(table, [1.0, 2.0], [1, 2], [1.0, 2.0])
 
@@ -266,7 +273,7 @@ def test_profile_target_writes_everything_and_resumes_without_remeasuring(
     assert list(validation["index"]) == [0, 1, 2, 3, 4]
     assert (validation["measured_ms"] > 0).all() and (validation["table_ms"] > 0).all()
     stored = json.loads((folder / "latency_model.json").read_text())
-    assert set(stored["validation"]) == {"raw_table", "calibrated_leave_one_out", "calibrated_in_sample"}
+    assert set(stored["validation"]) == {"raw_table", "calibrated_leave_one_out", "calibrated_in_sample", "used"}
     loaded = profiling.find_latency_model(profile.name, [tmp_path])
     arch, policy = random_candidates(SPACE, tiny_model.shape, profile.precisions, 1, seed=9)[0]
     assert loaded.predict_ms(tiny_model.shape, arch, policy) == pytest.approx(
