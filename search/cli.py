@@ -9,9 +9,21 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from search.config import load_run_config
-from search.pipeline import evaluate_run, extract_run, measure_run, profile_run, run_pipeline, train_run
+from search.pipeline import (
+    evaluate_run,
+    export_run_dir,
+    extract_run,
+    measure_run,
+    profile_run,
+    report_run,
+    run_pipeline,
+    train_run,
+    with_search_profile,
+)
+from search.search_run import search_run
 from supernet.errors import ConfigError, ElastiqError
 
 EXIT_BAD_INPUT = 2
@@ -55,6 +67,13 @@ def _cmd_run(args: argparse.Namespace) -> None:
     config = load_run_config(args.config, run_dir=args.run_dir)
     artifacts = run_pipeline(config, progress=not args.quiet)
     _print_table(artifacts.evaluation)
+    for card in artifacts.exported or []:
+        program = card["exported_program"]
+        latency = program.get("measured_latency_ms")
+        measured = f", {latency:.1f} ms measured" if latency is not None else ""
+        status = "check passed" if card["check_passed"] else "CHECK FAILED"
+        print(f"exported {card['name']}: accuracy {100 * program['accuracy']:.2f}%{measured} ({status})")
+    print(f"report: {artifacts.report}")
     print(f"run folder: {artifacts.run_dir}")
 
 
@@ -84,8 +103,31 @@ def _cmd_profile(args: argparse.Namespace) -> None:
     )
     validation = run.model.validation or {}
     for name, metrics in validation.items():
-        print(f"{name:<26} MAPE {metrics['mape_percent']:6.2f}%   Kendall tau {metrics['kendall_tau']:.3f}")
+        if isinstance(metrics, dict):
+            print(f"{name:<26} MAPE {metrics['mape_percent']:6.2f}%   Kendall tau {metrics['kendall_tau']:.3f}")
+    print(f"estimates use: {validation.get('used', '?')}")
     print(f"latency table, validation and calibration in {run.folder}")
+
+
+def _cmd_search(args: argparse.Namespace) -> None:
+    config = with_search_profile(load_run_config(args.config, run_dir=args.run_dir), args.profile)
+    artifacts = search_run(config, progress=not args.quiet)
+    front = artifacts.result.front
+    print(f"{len(artifacts.result.history)} candidates evaluated; {len(front)} on the Pareto front")
+    print(f"results in {artifacts.folder}")
+
+
+def _cmd_report(args: argparse.Namespace) -> None:
+    print(f"report: {report_run(args.run_dir, args.profile)}")
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    cards = export_run_dir(args.run_dir, args.profile, args.out, ranks=args.rank, rules=args.rule)
+    for card in cards:
+        status = "check passed" if card["check_passed"] else "CHECK FAILED"
+        exported = card["exported_program"]
+        print(f"{card['name']}: accuracy {100 * exported['accuracy']:.2f}%, {', '.join(card['formats'])} ({status})")
+    print(f"exported to {args.out or Path(args.run_dir) / 'exported' / args.profile}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,6 +166,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=10.0, help="cap on the timed phase of one measurement")
     p.add_argument("--arch", help="measure only this sub-network end to end: 'largest', 'smallest' or JSON")
     p.add_argument("--policy", help="JSON quantization policy file for --arch (default: all fp32)")
+
+    p = command("search", _cmd_search, "joint architecture x quantization search of a trained run, per profile")
+    p.add_argument("--config", required=True, help="the run's YAML config (its search: section)")
+    p.add_argument("--run-dir", help="run folder (overrides the config's run_dir)")
+    p.add_argument("--profile", help="target profile (overrides search.profile)")
+
+    p = command("report", _cmd_report, "plots and an HTML report of a search's Pareto front")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--profile", required=True, help="which profile's search to report")
+
+    p = command("export", _cmd_export, "export chosen Pareto-front sub-networks as deployable models (.pt2, ONNX, ...)")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--profile", required=True, help="which profile's search to export from")
+    p.add_argument("--rank", type=int, action="append", help="front member by rank (0 = best first objective)")
+    p.add_argument("--rule", action="append", help="e.g. 'fastest: accuracy >= 0.8', 'smallest', 'most_accurate'")
+    p.add_argument("--out", help="output folder (default: <run-dir>/exported/<profile>)")
 
     p = command("run", _cmd_run, "the whole pipeline from one YAML config")
     p.add_argument("--config", required=True)

@@ -10,10 +10,11 @@ from typing import Any
 
 import yaml
 
+from search.search_config import SearchConfig
 from supernet.errors import ConfigError
 from supernet.train import TrainConfig
 
-_TOP_LEVEL = {"run_dir", "seed", "model", "data", "space", "train", "evaluate"}
+_TOP_LEVEL = {"run_dir", "seed", "model", "data", "space", "train", "evaluate", "search"}
 _MODEL_KEYS = {"checkpoint", "reinit_classifier", "pooling"}
 _EVAL_KEYS = {"split", "archs", "num_random", "batch_size"}
 
@@ -46,6 +47,7 @@ class RunConfig:
     space: Mapping[str, Any] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    search: SearchConfig | None = None  # the whole-pipeline run searches only when configured
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +62,7 @@ class RunConfig:
             "space": dict(self.space) if self.space else {},
             "train": {k: v for k, v in self.train.to_dict().items() if k != "seed"},  # the top-level seed
             "evaluate": {**self.evaluate.__dict__, "archs": list(self.evaluate.archs)},
+            **({"search": self.search.to_dict()} if self.search is not None else {}),
         }
 
 
@@ -102,6 +105,11 @@ def parse_run_config(data: Mapping[str, Any], *, run_dir: str | Path | None = No
         space=data.get("space"),
         train=replace(TrainConfig.from_dict(train_data), seed=seed),
         evaluate=evaluate_config,
+        search=(
+            SearchConfig.from_dict(_section(data, "search", set(SearchConfig.__dataclass_fields__)))
+            if data.get("search") is not None
+            else None
+        ),
     )
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from hardware_profiles.profiling import ProfileRun, find_latency_model, profile_
 from hardware_profiles.registry import get_profile
 from quant.policy import QuantPolicy
 from search.config import RunConfig, load_run_config
+from search.search_config import SearchConfig
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write_text
 from supernet.bert import ElasticBertForSequenceClassification, count_parameters
@@ -49,6 +50,9 @@ class RunArtifacts:
     run_dir: Path
     supernet_dir: Path
     evaluation: list[dict[str, Any]]
+    search_dir: Path | None = None
+    report: Path | None = None
+    exported: list[dict[str, Any]] | None = None
 
 
 def _checkpoint_dir(config: RunConfig) -> Path:
@@ -170,8 +174,52 @@ def extract_run(run_dir: str | Path, arch_spec: Any, out: str | Path) -> Path:
     return out
 
 
+def report_run(run_dir: str | Path, profile: str) -> Path:
+    """Write the HTML report (and its plots and front CSV) of the run's search for ``profile``."""
+    from search.report import write_report
+    from search.search_run import search_folder
+
+    folder = search_folder(run_dir, profile)
+    try:
+        validation = find_latency_model(profile, [Path(run_dir) / "profiles"]).validation
+    except ProfileError:
+        validation = None
+    return write_report(folder, latency_validation=validation)
+
+
+def with_search_profile(config: RunConfig, profile: str | None) -> RunConfig:
+    """``config`` searching for ``profile`` (the config's own search settings, or the defaults)."""
+    search = config.search or SearchConfig()
+    return replace(config, search=replace(search, profile=profile) if profile else search)
+
+
+def export_run_dir(
+    run_dir: str | Path,
+    profile: str,
+    out: str | Path | None = None,
+    *,
+    ranks: Sequence[int] | None = None,
+    rules: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Export chosen front members of the run's search for ``profile`` (see ``search.export``)."""
+    from search.export import export_run
+    from search.search_run import load_context
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RESOLVED_CONFIG).is_file():
+        raise ConfigError(f"{run_dir} has no {RESOLVED_CONFIG}; train and search the run first")
+    config = with_search_profile(load_run_config(run_dir / RESOLVED_CONFIG), profile)
+    context = load_context(config)
+    target = Path(out) if out is not None else run_dir / "exported" / profile
+    return export_run(context, target, ranks=list(ranks or []), rules=list(rules or []))
+
+
 def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunArtifacts:
-    """What exists of the main job today: fine-tune the super-network, then evaluate sub-networks."""
+    """The main job: fine-tune the super-network, evaluate a few sub-networks, search the joint space for
+    the configured profile, write the report, and export the chosen front members."""
+    from search.export import export_run
+    from search.search_run import search_run
+
     supernet_dir = train_run(config, progress=progress)
     rows = evaluate_run(
         config.run_dir,
@@ -181,7 +229,24 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunArtifacts:
         batch_size=config.evaluate.batch_size,
         progress=progress,
     )
-    return RunArtifacts(run_dir=config.run_dir, supernet_dir=supernet_dir, evaluation=rows)
+    if config.search is None:
+        return RunArtifacts(run_dir=config.run_dir, supernet_dir=supernet_dir, evaluation=rows)
+    search = search_run(config, progress=progress)
+    report = report_run(config.run_dir, config.search.profile)
+    cards = export_run(
+        search.context,
+        config.run_dir / "exported" / config.search.profile,
+        rules=list(config.search.export),
+        strict=False,
+    )
+    return RunArtifacts(
+        run_dir=config.run_dir,
+        supernet_dir=supernet_dir,
+        evaluation=rows,
+        search_dir=search.folder,
+        report=report,
+        exported=cards,
+    )
 
 
 def load_for_profiling(

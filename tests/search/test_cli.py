@@ -13,6 +13,41 @@ from search.pipeline import RESOLVED_CONFIG
 from supernet.checkpoint import default_checkpoint_dir, load_model
 from tests.conftest import save_tiny_bert
 
+#: A profile cheap enough to measure in a test: eager, batch 1, 16 tokens, few repeats.
+TINY_PROFILE = {
+    "schema_version": 1,
+    "name": "tiny-eager",
+    "device": "cpu",
+    "requires": [],
+    "runtime": "eager",
+    "batch_size": 1,
+    "sequence_length": 16,
+    "threads": 1,
+    "warmup": 1,
+    "repeats": 3,
+    "precisions": ["fp32", "int8_weight_only", "bf16"],
+}
+
+
+def tiny_search_section(tmp_path: Path) -> dict:
+    """A search on the tiny profile: its latency table is measured by the run itself (4 validation pairs)."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir(exist_ok=True)
+    (profiles / "tiny-eager.yaml").write_text(yaml.safe_dump(TINY_PROFILE))
+    return {
+        "profile": "tiny-eager",
+        "profile_dirs": [str(profiles)],
+        "objectives": [{"accuracy": "max"}, {"latency_ms": "min"}],
+        "method": "predictor",
+        "budget": 8,
+        "population": 4,
+        "inner_generations": 5,
+        "validation_examples": 12,
+        "calibration_batches": 1,
+        "profile_validation": 4,
+        "export": ["most_accurate", "fastest"],
+    }
+
 
 def _tiny_run(tmp_path: Path) -> Path:
     """A tiny checkpoint (with the real tokenizer files) and a small CSV task; returns the config path."""
@@ -29,6 +64,7 @@ def _tiny_run(tmp_path: Path) -> Path:
         "data": {"path": str(tmp_path / "task.csv")},
         "train": {"steps": 4, "batch_size": 8, "max_length": 16, "checkpoint_every": 2, "importance_batches": 1},
         "evaluate": {"archs": ["largest", "smallest"], "num_random": 1},
+        "search": tiny_search_section(tmp_path),
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
