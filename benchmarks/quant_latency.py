@@ -97,6 +97,31 @@ def main() -> None:
     calibration = list(make_batches(data.train, tokenizer, batch_size=32, max_length=128))[:CALIBRATION_BATCHES]
     profiles = load_profiles()
 
+    # Latency first (it needs the machine to itself), then accuracy and size (they do not).
+    latencies: dict[str, dict[str, Any]] = {}
+    for precision in precision_names():
+        policy = uniform_policy(model, precision)
+        latencies[precision] = {}
+        for name, profile in profiles.items():
+            if args.quality_only:
+                break
+            reason = precision_problem(precision, profile.runtime, profile.device)
+            if precision not in profile.precisions:
+                latencies[precision][name] = {"skipped": reason or "not among the profile's precisions (see its YAML)"}
+                continue
+
+            def latency(profile: Any = profile, policy: Any = policy) -> dict[str, Any]:
+                with tempfile.TemporaryDirectory() as scratch:
+                    stats = measure_subnetwork(model, arch, policy, profile, scratch, calibration=calibration[:1])
+                return stats.to_dict()
+
+            measured = _cached(phases / f"latency-{name}-{precision}.json", latency)
+            try:
+                estimate = find_latency_model(name, [args.tables]).predict_ms(shape, arch, policy)
+            except ProfileError:
+                estimate = None
+            latencies[precision][name] = {"measured_ms": measured["median_ms"], "estimated_ms": estimate, **measured}
+
     rows: list[dict[str, Any]] = []
     for precision in precision_names():
         policy = uniform_policy(model, precision)
@@ -114,30 +139,10 @@ def main() -> None:
 
         row: dict[str, Any] = {"precision": precision, **_cached(phases / f"quality-{precision}.json", quality)}
         print(json.dumps(row), flush=True)
-        if args.quality_only:
-            continue
-        row["latency"] = {}
-        for name, profile in profiles.items():
-            reason = precision_problem(precision, profile.runtime, profile.device)
-            if precision not in profile.precisions:
-                row["latency"][name] = {"skipped": reason or "not among the profile's precisions (see its YAML)"}
-                continue
-
-            def latency(profile: Any = profile, policy: Any = policy) -> dict[str, Any]:
-                with tempfile.TemporaryDirectory() as scratch:
-                    stats = measure_subnetwork(model, arch, policy, profile, scratch, calibration=calibration[:1])
-                return stats.to_dict()
-
-            measured = _cached(phases / f"latency-{name}-{precision}.json", latency)
-            try:
-                estimate = find_latency_model(name, [args.tables]).predict_ms(shape, arch, policy)
-            except ProfileError:
-                estimate = None
-            row["latency"][name] = {"measured_ms": measured["median_ms"], "estimated_ms": estimate, **measured}
+        row["latency"] = latencies[precision]
         rows.append(row)
     if args.quality_only:
         return
-
     validation = {}
     for name in profiles:
         path = args.tables / name / "latency_model.json"
@@ -187,14 +192,14 @@ def _markdown(result: dict[str, Any], profiles: list[str]) -> str:
         "",
         "## Lookup-table validation (random (arch, policy) pairs measured end to end)",
         "",
-        "| profile | pairs | raw table MAPE | raw table tau | calibrated MAPE (leave-one-out) | calibrated tau |",
-        "|---|---|---|---|---|---|",
+        "| profile | pairs | raw table MAPE | raw table tau | calibrated MAPE (LOO) | calibrated tau | used |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, validation in result["table_validation"].items():
         raw, loo = validation["raw_table"], validation["calibrated_leave_one_out"]
         lines.append(
             f"| {name} | {int(raw['n'])} | {raw['mape_percent']:.2f}% | {raw['kendall_tau']:.3f} | "
-            f"{loo['mape_percent']:.2f}% | {loo['kendall_tau']:.3f} |"
+            f"{loo['mape_percent']:.2f}% | {loo['kendall_tau']:.3f} | {validation.get('used', '')} |"
         )
     return "\n".join(lines) + "\n"
 
