@@ -71,7 +71,7 @@ def _cmd_run(args: argparse.Namespace) -> None:
         program = card["exported_program"]
         latency = program.get("measured_latency_ms")
         measured = f", {latency:.1f} ms measured" if latency is not None else ""
-        status = "check passed" if card["check_passed"] else "CHECK FAILED"
+        status = _check_status(card)
         print(f"exported {card['name']}: accuracy {100 * program['accuracy']:.2f}%{measured} ({status})")
     print(f"report: {artifacts.report}")
     print(f"run folder: {artifacts.run_dir}")
@@ -121,10 +121,18 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"report: {report_run(args.run_dir, args.profile)}")
 
 
+def _check_status(card: dict) -> str:
+    if not card["accuracy_check_passed"]:
+        return "ACCURACY CHECK FAILED, see model_card.json"
+    if not card["latency_check_passed"]:
+        return "latency differs from the search's record, see model_card.json"
+    return "checks passed"
+
+
 def _cmd_export(args: argparse.Namespace) -> None:
     cards = export_run_dir(args.run_dir, args.profile, args.out, ranks=args.rank, rules=args.rule)
     for card in cards:
-        status = "check passed" if card["check_passed"] else "CHECK FAILED"
+        status = _check_status(card)
         exported = card["exported_program"]
         print(f"{card['name']}: accuracy {100 * exported['accuracy']:.2f}%, {', '.join(card['formats'])} ({status})")
     print(f"exported to {args.out or Path(args.run_dir) / 'exported' / args.profile}")

@@ -193,6 +193,8 @@ def export_candidate(context: SearchContext, row: pd.Series, out: Path, name: st
             "latency_rel": LATENCY_TOLERANCE,
             "latency_floor_ms": LATENCY_FLOOR_MS,
         },
+        "accuracy_check_passed": bool(accuracy_ok),
+        "latency_check_passed": bool(latency_ok),
         "check_passed": bool(accuracy_ok and latency_ok),
         "inputs": list(INPUT_NAMES),
         "usage": "torch.export.load('model.pt2').module()(input_ids, attention_mask, token_type_ids) -> logits",

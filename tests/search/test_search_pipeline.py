@@ -78,7 +78,11 @@ def test_exports_are_checked_and_carry_a_model_card(finished_run: Path) -> None:
     for name in ("most_accurate", "fastest"):
         folder = finished_run / "exported" / PROFILE / name
         card = json.loads((folder / "model_card.json").read_text())
-        assert card["check_passed"], card
+        # Accuracy must match; latency is re-measured and compared in the card, but not asserted here: a
+        # sub-millisecond tiny model on a shared CI machine says nothing about speed (benchmarks do).
+        assert card["accuracy_check_passed"], card
+        assert card["exported_program"]["measured_latency_ms"] > 0
+        assert card["check_passed"] == (card["accuracy_check_passed"] and card["latency_check_passed"])
         assert (folder / "model.pt2").is_file() and (folder / "model.safetensors").is_file()
         assert card["recorded_by_search"]["accuracy"] == pytest.approx(card["exported_program"]["accuracy"], abs=0.005)
     fastest = json.loads((finished_run / "exported" / PROFILE / "fastest" / "model_card.json").read_text())
