@@ -29,6 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _cache import cached
+
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write_text
 from supernet.bert import count_parameters
@@ -45,14 +47,6 @@ MIDDLE = [
     BertArch(heads=(9,) * 4, ffn=(1152,) * 4),
     BertArch(heads=(6,) * 5, ffn=(768,) * 5),
 ]
-
-
-def _cached(path: Path, compute: Any) -> Any:
-    if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
-    atomic_write_text(path, json.dumps(value, indent=2))
-    return value
 
 
 def _time_steps(
@@ -169,17 +163,17 @@ def main() -> None:
             "median_step_seconds": result.median_step_seconds,
         }
 
-    std = _cached(phases / "standard.json", run_standard)
-    sup = _cached(phases / f"supernet{suffix}.json", run_supernet)
+    std = cached(phases / "standard.json", run_standard)
+    sup = cached(phases / f"supernet{suffix}.json", run_supernet)
     small_archs = [("smallest", space.smallest()), *((f"middle{i + 1}", a) for i, a in enumerate(MIDDLE))]
     # Two kinds of standalone twin: plain truncation of the pretrained weights (the baseline, what a
     # user gets without elastiq), and truncation after the same importance reordering (a stricter baseline).
     truncated = {
-        name: _cached(phases / f"truncated-{name}.json", lambda a=a, n=name: run_standalone(a, n, reordered=False))
+        name: cached(phases / f"truncated-{name}.json", lambda a=a, n=name: run_standalone(a, n, reordered=False))
         for name, a in small_archs
     }
     standalone = {
-        name: _cached(phases / f"standalone-{name}.json", lambda a=a, n=name: run_standalone(a, n, reordered=True))
+        name: cached(phases / f"standalone-{name}.json", lambda a=a, n=name: run_standalone(a, n, reordered=True))
         for name, a in small_archs
     }
 
@@ -192,7 +186,7 @@ def main() -> None:
             {"standard": standard.instatune, "instatune": config.instatune},
         )
 
-    timing = _cached(phases / f"timing{suffix}.json", run_timing)
+    timing = cached(phases / f"timing{suffix}.json", run_timing)
     ratio = timing["instatune"] / timing["standard"]
 
     def accuracy_of(twins: dict[str, Any], name: str) -> float | None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _cache import cached
 
 from hardware_profiles.compat import precision_problem
 from hardware_profiles.endtoend import measure_subnetwork
@@ -50,14 +51,6 @@ from supernet.evaluate import evaluate
 from supernet.train import TrainConfig, standard_finetuning, train_supernet
 
 CALIBRATION_BATCHES = 8
-
-
-def _cached(path: Path, compute: Any) -> Any:
-    if path.is_file():
-        return json.loads(path.read_text())
-    value = compute()
-    atomic_write_text(path, json.dumps(value, indent=2))
-    return value
 
 
 def _finetuned_model(args: argparse.Namespace, data: Any, tokenizer: Any, space: BertElasticSpace) -> Any:
@@ -115,7 +108,7 @@ def main() -> None:
                     stats = measure_subnetwork(model, arch, policy, profile, scratch, calibration=calibration[:1])
                 return stats.to_dict()
 
-            measured = _cached(phases / f"latency-{name}-{precision}.json", latency)
+            measured = cached(phases / f"latency-{name}-{precision}.json", latency)
             try:
                 estimate = find_latency_model(name, [args.tables]).predict_ms(shape, arch, policy)
             except ProfileError:
@@ -137,7 +130,7 @@ def main() -> None:
                 "size_estimate_bytes": estimate_size_bytes(shape, arch, policy),
             }
 
-        row: dict[str, Any] = {"precision": precision, **_cached(phases / f"quality-{precision}.json", quality)}
+        row: dict[str, Any] = {"precision": precision, **cached(phases / f"quality-{precision}.json", quality)}
         print(json.dumps(row), flush=True)
         row["latency"] = latencies[precision]
         rows.append(row)

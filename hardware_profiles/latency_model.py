@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import kendalltau
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import LeaveOneOut
 
 from hardware_profiles.errors import ProfileError
 from hardware_profiles.lut import LatencyTable
+from predictors.quality import quality
 from quant.policy import QuantPolicy
 from supernet.arch import BertArch
 from supernet.atomic import atomic_write_text
@@ -42,16 +42,12 @@ FEATURES = ("table_ms", "depth")
 def accuracy_metrics(
     measured: Sequence[float] | np.ndarray, estimated: Sequence[float] | np.ndarray
 ) -> dict[str, float]:
-    """MAPE (percent) and Kendall tau of ``estimated`` against ``measured`` latencies."""
-    y, p = np.asarray(measured, dtype=float), np.asarray(estimated, dtype=float)
+    """MAPE (percent) and Kendall tau of ``estimated`` against ``measured`` latencies (``predictors.quality``)."""
+    y = np.asarray(measured, dtype=float)
     if len(y) < 2 or np.any(y <= 0):
         raise ProfileError("latency metrics need at least two positive measurements")
-    tau = kendalltau(y, p).statistic
-    return {
-        "n": float(len(y)),
-        "mape_percent": float(100 * np.mean(np.abs(p - y) / y)),
-        "kendall_tau": float(tau) if np.isfinite(tau) else 0.0,
-    }
+    scores = quality(y, estimated)
+    return {"n": float(scores.n), "mape_percent": scores.mape, "kendall_tau": scores.kendall_tau}
 
 
 def _design(table_ms: Sequence[float], depth: Sequence[int]) -> np.ndarray:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import platform
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -253,11 +253,3 @@ def build_table(
             if on_entry is not None:
                 on_entry(key, stats)
     return table
-
-
-def entries_by_kind(table: LatencyTable) -> Mapping[str, int]:
-    """How many entries of each block kind a table holds (for summaries)."""
-    counts: dict[str, int] = {}
-    for key in table.entries:
-        counts[key.kind] = counts.get(key.kind, 0) + 1
-    return counts

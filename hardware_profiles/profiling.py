@@ -176,15 +176,3 @@ def profile_target(
     )
     latency_model.save(folder)
     return ProfileRun(folder, latency_model, validation)
-
-
-def measure_one(
-    model: ElasticBertForSequenceClassification,
-    arch: BertArch,
-    policy: QuantPolicy,
-    profile: HardwareProfile,
-    workdir: str | Path,
-) -> dict[str, float]:
-    """The real latency of one (arch, policy), for ``elastiq profile --arch/--policy``."""
-    stats = measure_subnetwork(model, arch, policy, profile, workdir)
-    return stats.to_dict()

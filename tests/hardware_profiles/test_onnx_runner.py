@@ -30,12 +30,13 @@ from hardware_profiles.onnx_runner import (
     onnx_model_for,
 )
 from quant.errors import PolicyError
-from quant.targets import linear_shapes
+from quant.targets import CLASSIFIER, LAYER_LINEARS, linear_shapes
 from supernet.arch import BertArch
 from supernet.bert import ElasticBertForSequenceClassification
 from supernet.checkpoint import load_pretrained
 from supernet.extract import extract
 from tests.conftest import save_tiny_bert
+from tests.quant.conftest import make_batch
 
 BERT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -51,14 +52,9 @@ INT8_LINEAR_RTOL = 0.03
 
 
 def _bert_batch(seed: int, batch: int, seq: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Random token ids with a padded last row and a second segment in the first, like tokenizer output."""
-    gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1000, 30000, (batch, seq), generator=gen)
-    mask = torch.ones_like(ids)
-    mask[-1, seq // 2 :] = 0
-    types = torch.zeros_like(ids)
-    types[0, seq // 3 :] = 1
-    return ids, mask, types
+    """``tests.quant.conftest.make_batch`` (tokenizer-like ids, a padded row, a second segment) as positional inputs."""
+    inputs = make_batch(seed, batch, seq)
+    return inputs["input_ids"], inputs["attention_mask"], inputs["token_type_ids"]
 
 
 def _torch_out(model: nn.Module, *inputs: Tensor) -> np.ndarray:
@@ -122,19 +118,8 @@ SUB_ARCH = BertArch(heads=(4, 2), ffn=(64, 32))
 
 #: Its policy targets (``linear_shapes``), each quantized alone below, then all together ("*").
 SUB_TARGETS = [
-    *(
-        f"bert.encoder.layer.{layer}.{linear}"
-        for layer in range(2)
-        for linear in (
-            "attention.self.query",
-            "attention.self.key",
-            "attention.self.value",
-            "attention.output.dense",
-            "intermediate.dense",
-            "output.dense",
-        )
-    ),
-    "classifier",
+    *(f"bert.encoder.layer.{layer}.{linear}" for layer in range(2) for linear in LAYER_LINEARS),
+    CLASSIFIER,
 ]
 
 
