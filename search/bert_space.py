@@ -161,6 +161,14 @@ class BertJointSpace(IntegerSpace):
             raise SearchError(f"{gene} holds a precision that cannot take that layer's shape; choose another one")
         return canonical
 
+    def uniform(self, arch: BertArch, precision: str) -> np.ndarray:
+        """The row of ``arch`` with every searched Linear in ``precision``: the deployments a user compares
+        against (the full model in fp32 or int8), which the search evaluates first."""
+        if precision not in self.precisions:
+            raise SearchError(f"{precision} is not one of the space's precisions {list(self.precisions)}")
+        layers = {f"bert.encoder.layer.{i}.{name}": precision for i in range(arch.depth) for name in LAYER_LINEARS}
+        return self.encode((arch, QuantPolicy({**layers, CLASSIFIER: precision})))
+
     def describe(self, x: np.ndarray) -> dict[str, Any]:
         arch, policy = self.decode(x)
         return {"arch": arch.to_dict(), "policy": policy.to_dict()}

@@ -1,4 +1,4 @@
-"""The search engine: random search, NSGA-II on real evaluations, and NSGA-II with predictors in the loop.
+"""The search engine: random search, NSGA-II on real evaluations (pymoo or optuna), and NSGA-II with predictors.
 
 ``run_search`` takes any ``SearchSpace``, the user's batch evaluation function and objectives in the
 user's order, and spends exactly ``budget`` distinct real evaluations. The guarantees, each a lesson
@@ -18,6 +18,12 @@ Methods
 ``random``
     Iteration ``i`` draws up to ``population`` distinct, not yet evaluated candidates uniformly
     (``space.sample``) with ``np.random.default_rng([seed, i])``.
+
+Every method starts from the same first population: the user's ``initial`` candidates (if any; e.g. the
+full model in each uniform precision, the points a deployment compares against), filled up to
+``population`` with the random method's draw (``nsga2`` and ``optuna`` without ``initial`` candidates start
+from their own random sampling). Without them a search can only stumble on the large end of the space,
+and its front may fail to reach the baselines it is judged against.
 ``nsga2``
     pymoo's NSGA-II where every individual is a real evaluation, driven generation by generation
     through pymoo's ask/tell interface. Offspring that are already in the store (pymoo removes duplicates
@@ -37,6 +43,16 @@ Methods
     (pymoo's ``RankAndCrowding``, constraints first). The predictors' quality is recorded per iteration:
     out-of-fold (``cv``) and on the candidates they then proposed, once those are measured
     (``new_candidates``, the honest one).
+``optuna``
+    NSGA-II on real evaluations through optuna's ``NSGAIISampler`` (constraints by constrained
+    domination), run as an optuna study in a storage (``storage``: an SQLAlchemy URL, by default
+    ``sqlite:///<store folder>/optuna.db``; ``study_name``, default ``"elastiq"``) that optuna's own tools
+    can inspect (``optuna-dashboard``, ``study.trials_dataframe()``). One generation (``population``
+    trials) is asked, evaluated in one batch and told; the store, budget, no-re-evaluation and resume
+    guarantees are the engine's, with each trial seeded from (seed, its place in the search) so that a
+    resumed study proposes what an uninterrupted one would have. The first population (with ``initial``
+    candidates) is enqueued as the first trials. Details, and what optuna does not reproduce, in
+    ``search.optuna_backend``.
 
 Resume
 ------
@@ -59,7 +75,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -89,15 +105,18 @@ from search.problem import (
 from search.space import SearchSpace
 from search.store import RESERVED, EvaluationRecord, ResultsStore
 
+if TYPE_CHECKING:
+    from optuna.storages import BaseStorage
+
 log = logging.getLogger(__name__)
 
 #: ``evaluate(X) -> [metrics of row 0, metrics of row 1, ...]`` for canonical rows ``X``.
 Evaluate = Callable[[np.ndarray], Sequence[Mapping[str, float]]]
 #: ``exact_metrics(X) -> {metric: values}``: cheap exact metrics (e.g. model size) of canonical rows.
 ExactMetrics = Callable[[np.ndarray], Mapping[str, np.ndarray]]
-Method = Literal["predictor", "nsga2", "random"]
+Method = Literal["predictor", "nsga2", "random", "optuna"]
 
-METHODS = ("predictor", "nsga2", "random")
+METHODS = ("predictor", "nsga2", "random", "optuna")
 SETTINGS_FILE = "search.json"
 QUALITY_FILE = "predictor_quality.json"
 #: Default reference point: the first batch's worst value per objective plus this share of its spread.
@@ -264,30 +283,29 @@ class _Plan:
     quality: dict[str, Any] | None = None
 
 
-@dataclass
-class _Search:
+@dataclass(kw_only=True)
+class StoreEvaluator:
+    """Real evaluation into a ``ResultsStore``: canonical rows, deduplicated, cut to the budget.
+
+    The part of a search every method shares (the ``optuna`` back-end too): ``evaluate_new`` evaluates
+    the rows the store lacks, in batches of at most ``eval_batch_size``, checks the results, merges
+    ``exact_metrics`` and writes every row to the store as it comes (with its ``iteration`` and
+    ``label``), updating the progress ``bar`` when there is one.
+    """
+
     space: SearchSpace
     evaluate: Evaluate
     objectives: tuple[Objective, ...]
     constraints: tuple[Constraint, ...]
-    method: str
     budget: int
-    population: int
-    seed: int
     exact_metrics: ExactMetrics | None
     store: ResultsStore
-    inner_generations: int
-    inner_population: int
-    predictor_params: dict[str, Any]
     eval_batch_size: int | None
     bar: Any = None
-    quality_log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def required(self) -> tuple[str, ...]:
         return required_metrics(self.objectives, self.constraints)
-
-    # -- real evaluation ---------------------------------------------------------------------------
 
     def evaluate_new(self, X: np.ndarray, iteration: int, labels: Sequence[str]) -> None:
         """Evaluate the rows of ``X`` the store lacks (first occurrence only), cut to the remaining budget."""
@@ -332,6 +350,18 @@ class _Search:
         records = [self.store.get(k) for k in keys]
         return {m: np.array([r.metrics[m] for r in records]) for m in self.required}
 
+
+@dataclass(kw_only=True)
+class _Search(StoreEvaluator):
+    method: str
+    population: int
+    seed: int
+    inner_generations: int
+    inner_population: int
+    predictor_params: dict[str, Any]
+    initial: np.ndarray
+    quality_log: list[dict[str, Any]] = field(default_factory=list)
+
     # -- random and predictor methods: iterations re-planned from the store ---------------------------
 
     def run_iterations(self) -> None:
@@ -353,10 +383,21 @@ class _Search:
     def plan(self, iteration: int, before: list[EvaluationRecord], n: int) -> _Plan:
         rng = np.random.default_rng([self.seed, iteration])
         measured = {r.key for r in before}
-        if self.method == "random" or iteration == 0 or len(before) < MIN_ROWS:
+        if iteration == 0:
+            return self.first_population(rng, n, measured)
+        if self.method == "random" or len(before) < MIN_ROWS:
             X = self.random_rows(rng, n, measured)
             return _Plan(X, ["random"] * len(X))
         return self.predictor_plan(rng, iteration, before, n)
+
+    def first_population(self, rng: np.random.Generator, n: int, exclude: set[str]) -> _Plan:
+        """The user's initial candidates, then random ones up to ``n`` (every method's iteration 0)."""
+        initial = [
+            row for row, key in zip(self.initial, self.space.keys(self.initial), strict=True) if key not in exclude
+        ]
+        X0 = np.array(initial, dtype=np.int64).reshape(-1, self.space.n_var)
+        extra = self.random_rows(rng, n - len(X0), exclude | set(self.space.keys(self.initial)))
+        return _Plan(np.concatenate([X0, extra]), ["initial"] * len(X0) + ["random"] * len(extra))
 
     def random_rows(self, rng: np.random.Generator, n: int, exclude: set[str]) -> np.ndarray:
         """Up to ``n`` distinct canonical rows whose keys are not in ``exclude``, in draw order."""
@@ -490,7 +531,10 @@ class _Search:
 
     def run_nsga2(self) -> None:
         problem = SearchProblem(self.space, self.objectives, None, self.constraints)
-        algorithm = integer_nsga2(self.space, self.population, self.seed)
+        sampling = None
+        if len(self.initial):  # the shared first population; otherwise pymoo's own random sampling
+            sampling = self.first_population(np.random.default_rng([self.seed, 0]), self.population, set()).X
+        algorithm = integer_nsga2(self.space, self.population, self.seed, sampling=sampling)
         algorithm.setup(problem, termination=NoTermination())
         generation = stalled = 0
         while len(self.store) < self.budget:
@@ -531,6 +575,7 @@ def _settings(
     inner_generations: int,
     inner_population: int,
     predictor_params: Mapping[str, Any],
+    initial_keys: Sequence[str] = (),
 ) -> dict[str, Any]:
     """What determines the sequence of candidates (the budget does not: a larger one continues)."""
     settings: dict[str, Any] = {
@@ -546,6 +591,8 @@ def _settings(
             "xu": space.xu.tolist(),
         },
     }
+    if initial_keys:  # only when given, so stores written before this option still resume
+        settings["initial"] = list(initial_keys)
     if method == "predictor":
         settings.update(
             inner_generations=inner_generations,
@@ -584,6 +631,21 @@ def _positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def _initial_rows(space: SearchSpace, initial: Any, population: int) -> np.ndarray:
+    """``initial`` validated, in canonical form, duplicates dropped (first kept)."""
+    if initial is None or len(initial) == 0:
+        return np.zeros((0, space.n_var), dtype=np.int64)
+    X = space.canonical(space.validate(initial))
+    _, first = np.unique(np.array(space.keys(X)), return_index=True)
+    X = X[np.sort(first)]
+    if len(X) > population:
+        raise SearchError(
+            f"{len(X)} distinct initial candidates exceed the population ({population}); "
+            "give at most one population's worth or raise population"
+        )
+    return X
+
+
 def run_search(
     space: SearchSpace,
     evaluate: Evaluate,
@@ -602,6 +664,9 @@ def run_search(
     eval_batch_size: int | None = None,
     progress: bool = False,
     reference_point: Sequence[float] | None = None,
+    initial: np.ndarray | Sequence[Sequence[int]] | None = None,
+    storage: str | BaseStorage | None = None,
+    study_name: str = "elastiq",
 ) -> SearchResult:
     """Search ``space`` for candidates that are Pareto-optimal in ``objectives``, spending ``budget`` evaluations.
 
@@ -613,7 +678,11 @@ def run_search(
     ``inner_population`` (default ``max(50, 2 * population)``) and ``predictor_params`` (keyword
     arguments of ``MetricPredictor`` other than ``seed``, e.g. ``families``) tune the predictor method.
     ``reference_point`` (objectives' units and order) defaults to ``default_reference_point``.
-    See the module docstring for the methods and the guarantees.
+    ``initial`` (rows of the space, at most ``population`` distinct ones) opens the first population of
+    every method. ``storage`` (an SQLAlchemy URL or an optuna storage object; default SQLite in the
+    store's folder, in memory for an in-memory store) and ``study_name`` place the ``optuna`` method's
+    study; giving them to another method is an error (they would be silently unused). See the module
+    docstring for the methods and the guarantees.
 
     What an iteration proposes never depends on the budget (the budget only cuts the last batch, in
     the order proposed), so a search with budget ``b`` evaluates exactly the first ``b`` candidates of
@@ -643,15 +712,36 @@ def run_search(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise SearchError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
+    if method == "optuna":
+        from search.optuna_backend import check_storage_arguments  # optuna is imported only when used
+
+        check_storage_arguments(storage, study_name)
+        if population < 2:
+            raise SearchError(f"the optuna method needs population >= 2 (NSGA-II crossover), got {population}")
+    elif storage is not None or study_name != "elastiq":
+        raise SearchError(f"storage and study_name belong to the optuna method, not {method!r}; leave them unset")
     if reference_point is not None:  # checked now, not after hours of evaluations
         _reference_in_minimisation(objectives, reference_point)
+    initial_rows = _initial_rows(space, initial, population)
     store = ResultsStore() if store is None else store
-    _check_store(
-        store,
-        _settings(
-            space, method, seed, population, objectives, constraints, inner_generations, inner_population, params
-        ),
+    settings = _settings(
+        space,
+        method,
+        seed,
+        population,
+        objectives,
+        constraints,
+        inner_generations,
+        inner_population,
+        params,
+        space.keys(initial_rows),
     )
+    opened = None
+    if method == "optuna":  # a storage that cannot be opened is an error before the store is touched
+        from search.optuna_backend import open_study
+
+        opened = open_study(store, storage, study_name, objectives)
+    _check_store(store, settings)
     search = _Search(
         space=space,
         evaluate=evaluate,
@@ -667,12 +757,21 @@ def run_search(
         inner_population=inner_population,
         predictor_params=params,
         eval_batch_size=eval_batch_size,
+        initial=initial_rows,
     )
     if len(store) < budget:
         with tqdm(total=budget, initial=len(store), disable=not progress, desc=f"search ({method})") as bar:
             search.bar = bar
             if method == "nsga2":
                 search.run_nsga2()
+            elif method == "optuna":
+                from search.optuna_backend import optimize
+
+                assert opened is not None
+                first = initial_rows  # with initial candidates, the shared first population (as nsga2)
+                if len(initial_rows):
+                    first = search.first_population(np.random.default_rng([seed, 0]), population, set()).X
+                optimize(search, opened, population=population, seed=seed, initial=first, settings=settings)
             else:
                 search.run_iterations()
     elif method == "predictor":

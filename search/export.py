@@ -37,9 +37,10 @@ from hardware_profiles.onnx_runner import export_onnx
 from hardware_profiles.runtimes import torch_runner
 from hardware_profiles.timing import pinned_threads, time_runner
 from quant.apply import apply_policy
-from search.search_run import FRONT_CSV, FRONT_MEASURED_CSV, SearchContext
+from search.results import SUPERNET_DIR, load_front
+from search.search_run import SearchContext
 from supernet.atomic import atomic_write, atomic_write_text
-from supernet.checkpoint import save_model
+from supernet.checkpoint import read_elastiq_config, save_model
 from supernet.errors import ConfigError
 from supernet.evaluate import evaluate
 from supernet.extract import extract
@@ -57,13 +58,6 @@ ACCURACY_TOLERANCE = 0.005
 LATENCY_TOLERANCE = 0.25
 LATENCY_FLOOR_MS = 0.5
 ONNX_PRECISIONS = frozenset({"fp32", "int8_dynamic"})
-
-
-def load_front(folder: Path) -> pd.DataFrame:
-    path = folder / FRONT_MEASURED_CSV if (folder / FRONT_MEASURED_CSV).is_file() else folder / FRONT_CSV
-    if not path.is_file():
-        raise ConfigError(f"{folder} has no Pareto front ({FRONT_CSV}); run `elastiq search` first")
-    return pd.read_csv(path)
 
 
 def choose(front: pd.DataFrame, *, rank: int | None = None, rule: str | None = None) -> pd.Series:
@@ -169,7 +163,9 @@ def export_candidate(context: SearchContext, row: pd.Series, out: Path, name: st
         int8 = [fqn for fqn, precision in policy.items() if precision == "int8_dynamic"]
         export_onnx(sub, _example(context), INPUT_NAMES, folder / "model.onnx", int8_dynamic_linears=int8)
         formats["onnx"] = "model.onnx"
-    save_model(sub, folder, extra={"arch": arch.to_dict()})
+    # The label names let a deployment turn logits into labels without the training run at hand.
+    labels = read_elastiq_config(context.config.run_dir / SUPERNET_DIR).get("label_names")
+    save_model(sub, folder, extra={"arch": arch.to_dict(), "label_names": labels})
     atomic_write_text(folder / "policy.json", policy.to_json())
     context.evaluator.tokenizer.save_pretrained(str(folder))
     formats["safetensors"] = "model.safetensors + elastiq_config.json + policy.json"
@@ -197,6 +193,7 @@ def export_candidate(context: SearchContext, row: pd.Series, out: Path, name: st
         "latency_check_passed": bool(latency_ok),
         "check_passed": bool(accuracy_ok and latency_ok),
         "inputs": list(INPUT_NAMES),
+        "label_names": labels,
         "usage": "torch.export.load('model.pt2').module()(input_ids, attention_mask, token_type_ids) -> logits",
     }
     atomic_write_text(folder / "model_card.json", json.dumps(card, indent=2))

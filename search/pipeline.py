@@ -22,6 +22,7 @@ from hardware_profiles.profiling import ProfileRun, find_latency_model, profile_
 from hardware_profiles.registry import get_profile
 from quant.policy import QuantPolicy
 from search.config import RunConfig, load_run_config
+from search.results import SUPERNET_DIR
 from search.search_config import SearchConfig
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write_text
@@ -41,7 +42,6 @@ from supernet.extract import extract
 from supernet.train import train_supernet
 
 RESOLVED_CONFIG = "config.resolved.yaml"
-SUPERNET_DIR = "supernet"
 EVALUATION = "evaluation.json"
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.bert_evaluation import METRICS
+from search.engine import METHODS
 from search.problem import Constraint, Objective
 from supernet.errors import ConfigError
 
@@ -25,6 +26,7 @@ _KEYS = {
     "objectives",
     "constraints",
     "method",
+    "storage",
     "budget",
     "population",
     "inner_generations",
@@ -33,6 +35,7 @@ _KEYS = {
     "remeasure_front",
     "export",
     "profile_validation",
+    "start_from_full_model",
 }
 
 
@@ -91,12 +94,17 @@ class SearchConfig:
     )
     constraints: tuple[Constraint, ...] = ()
     method: str = "predictor"
+    #: Where the ``optuna`` method keeps its study: an SQLAlchemy URL; None: ``optuna.db`` (SQLite) next to
+    #: the evaluations, in ``<run_dir>/search/<profile>/``.
+    storage: str | None = None
     budget: int = 60
     population: int = 12
     inner_generations: int = 40
     validation_examples: int = 400
     calibration_batches: int = 4
     remeasure_front: bool = True
+    #: Open the first population with the full model in each searched precision (see search.engine).
+    start_from_full_model: bool = True
     #: Which front members ``elastiq run`` exports (rules of ``search.export.choose``).
     export: tuple[str, ...] = ("most_accurate", "fastest")
     #: Random (arch, policy) pairs measured end to end when the profile has no latency table for this
@@ -104,8 +112,18 @@ class SearchConfig:
     profile_validation: int = 30
 
     def __post_init__(self) -> None:
-        if self.method not in ("predictor", "nsga2", "random"):
-            raise ConfigError(f"search.method must be predictor, nsga2 or random, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ConfigError(f"search.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.storage is not None:
+            if not isinstance(self.storage, str) or not self.storage.strip():
+                raise ConfigError(
+                    f"search.storage must be an SQLAlchemy URL such as 'sqlite:///runs/optuna.db', got {self.storage!r}"
+                )
+            if self.method != "optuna":
+                raise ConfigError(
+                    f"search.storage is the optuna method's study storage, but search.method is {self.method}; "
+                    "remove storage or set method: optuna"
+                )
         names = ("budget", "population", "inner_generations", "validation_examples", "calibration_batches")
         for name in (*names, "profile_validation"):
             value = getattr(self, name)
@@ -146,12 +164,14 @@ class SearchConfig:
             "objectives": [{o.metric: o.direction} for o in self.objectives],
             "constraints": [f"{c.metric} {c.op} {c.bound:g}" for c in self.constraints],
             "method": self.method,
+            "storage": self.storage,
             "budget": self.budget,
             "population": self.population,
             "inner_generations": self.inner_generations,
             "validation_examples": self.validation_examples,
             "calibration_batches": self.calibration_batches,
             "remeasure_front": self.remeasure_front,
+            "start_from_full_model": self.start_from_full_model,
             "export": list(self.export),
             "profile_validation": self.profile_validation,
         }

@@ -4,6 +4,8 @@ Writes into ``<run_dir>/search/<profile>/``:
 
 * ``evaluations.csv`` (+ ``search.json``, ``predictor_quality.json``): every real evaluation, as it
   happens (``search.store``); a killed search resumes without re-evaluating anything;
+* ``optuna.db``: the ``optuna`` method's study (unless ``search.storage`` puts it elsewhere), for
+  ``optuna-dashboard sqlite:///<folder>/optuna.db`` or ``optuna.load_study(study_name="elastiq", ...)``;
 * ``front.csv``: the really evaluated Pareto front;
 * ``front_measured.csv``: the front re-measured end to end on this machine (when it can measure the
   profile), beside the latency estimate the search used;
@@ -20,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -35,6 +38,7 @@ from search.bert_evaluation import BertEvaluator
 from search.bert_space import BertJointSpace
 from search.config import RunConfig
 from search.engine import SearchResult, run_search
+from search.results import BASELINES_JSON, FRONT_CSV, FRONT_MEASURED_CSV, HYPERVOLUME_JSON, SEARCH_DIR, SUPERNET_DIR
 from search.store import ResultsStore
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write, atomic_write_text
@@ -43,11 +47,6 @@ from supernet.checkpoint import load_model, load_space, load_tokenizer
 from supernet.data import TextSplit, load_dataset_config, make_batches
 from supernet.errors import ConfigError
 
-SEARCH_DIR = "search"
-FRONT_CSV = "front.csv"
-FRONT_MEASURED_CSV = "front_measured.csv"
-BASELINES_JSON = "baselines.json"
-HYPERVOLUME_JSON = "hypervolume.json"
 BASELINE_PRECISIONS = ("fp32", "bf16", "int8_static")
 
 
@@ -108,7 +107,7 @@ def load_context(config: RunConfig) -> SearchContext:
     cfg = config.search
     if cfg is None:
         raise ConfigError("the run config has no search: section; add one (see examples/demo.yaml)")
-    supernet_dir = config.run_dir / "supernet"
+    supernet_dir = config.run_dir / SUPERNET_DIR
     if not (supernet_dir / "elastiq_config.json").is_file():
         raise ConfigError(f"{config.run_dir} has no trained super-network; run `elastiq train` first")
     profile = get_profile(cfg.profile, cfg.profile_dirs)
@@ -198,6 +197,37 @@ def evaluate_baselines(context: SearchContext) -> list[dict[str, Any]]:
     return out
 
 
+def configured_search(
+    context: SearchContext, store: ResultsStore, *, method: str | None = None, progress: bool = True
+) -> SearchResult:
+    """Run (or resume) the config's search into ``store``; ``method`` overrides the config's, so that
+    benchmarks compare methods on one loaded context with everything else equal."""
+    cfg = context.config.search
+    assert cfg is not None  # load_context checked it
+    space, evaluator = context.space, context.evaluator
+    initial = (
+        np.array([space.uniform(space.space.largest(), p) for p in space.precisions])
+        if cfg.start_from_full_model
+        else None
+    )
+    return run_search(
+        space,
+        evaluator,
+        cfg.objectives,
+        method=method or cfg.method,  # type: ignore[arg-type]
+        budget=cfg.budget,
+        population=cfg.population,
+        seed=context.config.seed,
+        constraints=cfg.constraints,
+        exact_metrics=evaluator.exact_metrics,
+        store=store,
+        inner_generations=cfg.inner_generations,
+        progress=progress,
+        initial=initial,
+        storage=cfg.storage,  # the optuna method's study (the config allows it only there)
+    )
+
+
 def search_run(config: RunConfig, *, progress: bool = True) -> SearchArtifacts:
     """Run (or resume) the configured search, then write the front, its re-measurement and baselines."""
     context = load_context(config)
@@ -205,22 +235,7 @@ def search_run(config: RunConfig, *, progress: bool = True) -> SearchArtifacts:
     assert cfg is not None  # load_context checked it
     folder = context.folder
     folder.mkdir(parents=True, exist_ok=True)
-    store = ResultsStore(folder)
-    evaluator = context.evaluator
-    result = run_search(
-        context.space,
-        evaluator,
-        cfg.objectives,
-        method=cfg.method,  # type: ignore[arg-type]
-        budget=cfg.budget,
-        population=cfg.population,
-        seed=config.seed,
-        constraints=cfg.constraints,
-        exact_metrics=evaluator.exact_metrics,
-        store=store,
-        inner_generations=cfg.inner_generations,
-        progress=progress,
-    )
+    result = configured_search(context, ResultsStore(folder), progress=progress)
     _save_csv(folder / FRONT_CSV, result.front)
     atomic_write_text(folder / HYPERVOLUME_JSON, json.dumps(result.hypervolume))
     measured = remeasure_front(context, result.front, progress=progress) if cfg.remeasure_front else None

@@ -372,3 +372,25 @@ def test_bad_evaluation_results_are_errors(
 def test_progress_bar_runs(capsys: pytest.CaptureFixture[str]) -> None:
     _search("random", 12, progress=True)
     assert "12/12" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_initial_candidates_open_every_methods_first_population(method: Method, tmp_path: Path) -> None:
+    initial = np.array([[0] * 6, [9] * 6, [0] * 6])  # a duplicate is dropped, not evaluated twice
+    recorder = Recorder()
+    result = _search(method, 25, evaluate=recorder, initial=initial, store=ResultsStore(tmp_path))
+    assert recorder.keys[:2] == SPACE.keys(initial[:2])
+    assert len(set(recorder.keys)) == len(recorder.keys) == 25
+    first = result.history[result.history["iteration"] == 0]
+    assert len(first) == 10  # filled up to the population
+    # the best-f1 corner (f1 = 1, score = 11 - 1) is on every front since it was evaluated first
+    assert SPACE.key(initial[0]) in set(result.front["key"])
+    with pytest.raises(SearchError, match="other settings"):  # the initial candidates belong to the settings
+        _search(method, 25, store=ResultsStore(tmp_path))
+
+
+def test_initial_candidates_are_checked() -> None:
+    with pytest.raises(SearchError, match="exceed the population"):
+        _search("random", 20, initial=SPACE.sample(11, np.random.default_rng(0)))
+    with pytest.raises(SearchError, match="outside"):
+        _search("random", 20, initial=[[10] * 6])
