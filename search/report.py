@@ -13,63 +13,74 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; never a display
-import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
-from search.search_run import (
-    BASELINES_JSON,
-    FRONT_CSV,
-    FRONT_MEASURED_CSV,
-    HYPERVOLUME_JSON,
-)
+from search.results import FRONT_CSV, SearchResults, load_results
 from supernet.atomic import atomic_write, atomic_write_text
-from supernet.errors import ConfigError
 
 REPORT_DIR = "report"
+#: Plot an axis on a log scale when its values span more than this factor.
+LOG_SCALE_SPAN = 10.0
+_AXIS_LABELS = {
+    "latency_ms": "latency (ms, profile estimate)",
+    "measured_latency_ms": "latency (ms, measured)",
+    "size_mb": "size (MB, serialized)",
+    "macs_m": "MACs (millions)",
+}
 
 
-def _read_json(path: Path, default: Any) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else default
-
-
-def _png(fig: Any) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
+    """A figure as PNG bytes (for embedding); figures here are plain ``Figure`` objects, never pyplot's,
+    so building a report does not switch the backend of a user's notebook or GUI."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return buffer.getvalue()
 
 
-def _scatter(history: pd.DataFrame, front: pd.DataFrame, baselines: list[dict[str, Any]], x: str, xlabel: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+def plot_front(results: SearchResults, x: str = "latency_ms") -> Figure:
+    """Accuracy against ``x`` (a metric column): every evaluated candidate, the front, the baselines.
+
+    The x axis turns logarithmic when its values span more than ``LOG_SCALE_SPAN`` (1 ms sub-networks
+    beside a 170 ms bf16 baseline would otherwise squash the front into one corner).
+    """
+    history, front, baselines = results.history, results.front, results.baselines
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.subplots()
     ax.scatter(history[x], 100 * history["accuracy"], s=12, c="#bbbbbb", label="evaluated")
-    ordered = front.sort_values(x)
-    ax.plot(ordered[x], 100 * ordered["accuracy"], "o-", c="#1f77b4", ms=5, label="Pareto front")
-    for baseline in baselines:
+    if len(front):
+        ordered = front.sort_values(x)
+        ax.plot(ordered[x], 100 * ordered["accuracy"], "o-", c="#1f77b4", ms=5, label="Pareto front")
+    for baseline in (b for b in baselines if x in b):
         ax.scatter(
             baseline[x], 100 * baseline["accuracy"], marker="*", s=140, zorder=5, label=f"full {baseline['precision']}"
         )
+    xlabel = _AXIS_LABELS.get(x, x)
+    values = [*history[x], *(b[x] for b in baselines if x in b)]
+    if values and min(values) > 0 and max(values) / min(values) > LOG_SCALE_SPAN:
+        ax.set_xscale("log")
+        xlabel += ", log scale"
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (%, validation subset)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _png(fig)
+    return fig
 
 
-def _hypervolume_plot(curve: list[list[float]]) -> bytes:
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+def plot_hypervolume(results: SearchResults) -> Figure:
+    """Hypervolume of the evaluated points after each batch (the search's own reference point)."""
+    fig = Figure(figsize=(6.4, 3.2))
+    ax = fig.subplots()
+    curve = results.hypervolume
     if curve:
         ax.plot([c[0] for c in curve], [c[1] for c in curve], "o-", ms=4)
     ax.set_xlabel("real evaluations")
     ax.set_ylabel("hypervolume")
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return fig
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -84,12 +95,12 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t", escape=True)
 
 
-def _front_table(front: pd.DataFrame) -> pd.DataFrame:
+def front_table(front: pd.DataFrame) -> pd.DataFrame:
+    """The front for reading: accuracy in %, both latencies, size, the architecture and the precision mix."""
     rows = []
     for _, row in front.iterrows():
-        description = json.loads(row["description"]) if isinstance(row.get("description"), str) else {}
-        arch = description.get("arch", {})
-        layers = description.get("policy", {}).get("layers", {})
+        arch = row.get("arch") or {}
+        layers = (row.get("policy") or {}).get("layers", {})
         mix = pd.Series(list(layers.values()), dtype=object).value_counts().to_dict() if layers else {}
         rows.append(
             {
@@ -106,11 +117,28 @@ def _front_table(front: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _quality_table(quality: list[dict[str, Any]]) -> pd.DataFrame:
+def baseline_table(baselines: list[dict[str, Any]]) -> pd.DataFrame:
+    """The full model per baseline precision: accuracy in %, both latencies, size."""
+    return pd.DataFrame(
+        [
+            {
+                "full model": b["precision"],
+                "accuracy %": 100 * b["accuracy"],
+                "latency ms (estimate)": b["latency_ms"],
+                "latency ms (measured)": b.get("measured_latency_ms"),
+                "size MB": b["size_mb"],
+            }
+            for b in baselines
+        ]
+    )
+
+
+def quality_table(quality: list[dict[str, Any]]) -> pd.DataFrame:
+    """The predictors' quality per iteration: cross-validated, and on the batch they then proposed."""
     rows = []
     for entry in quality:
         for metric, q in entry.get("metrics", {}).items():
-            cv, new = q.get("cv", {}), q.get("new_candidates", {})
+            cv, new = q.get("cv", {}), q.get("new_candidates") or {}
             rows.append(
                 {
                     "iteration": entry.get("iteration"),
@@ -128,42 +156,23 @@ def _quality_table(quality: list[dict[str, Any]]) -> pd.DataFrame:
 
 def write_report(search_dir: str | Path, *, latency_validation: dict[str, Any] | None = None) -> Path:
     """Write ``report/`` (front.csv, three PNG plots, report.html) next to a search's results."""
-    folder = Path(search_dir)
-    evaluations = folder / "evaluations.csv"
-    if not evaluations.is_file():
-        raise ConfigError(f"{folder} holds no search results ({evaluations.name}); run `elastiq search` first")
-    history = pd.read_csv(evaluations)
-    front_path = folder / FRONT_MEASURED_CSV if (folder / FRONT_MEASURED_CSV).is_file() else folder / FRONT_CSV
-    front = pd.read_csv(front_path)
-    baselines = _read_json(folder / BASELINES_JSON, [])
-    curve = _read_json(folder / HYPERVOLUME_JSON, [])
-    quality = _read_json(folder / "predictor_quality.json", [])
-    settings = _read_json(folder / "search.json", {})
+    results = load_results(search_dir)
+    folder, history, baselines = results.folder, results.history, results.baselines
+    quality, settings = results.predictor_quality, results.settings
     out = folder / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
 
     plots = {
-        "accuracy_vs_latency.png": _scatter(history, front, baselines, "latency_ms", "latency (ms, profile estimate)"),
-        "accuracy_vs_size.png": _scatter(history, front, baselines, "size_mb", "size (MB, serialized)"),
-        "hypervolume.png": _hypervolume_plot(curve),
+        "accuracy_vs_latency.png": png_bytes(plot_front(results, "latency_ms")),
+        "accuracy_vs_size.png": png_bytes(plot_front(results, "size_mb")),
+        "hypervolume.png": png_bytes(plot_hypervolume(results)),
     }
     for name, data in plots.items():
         _write_bytes(out / name, data)
-    table = _front_table(front)
+    table = front_table(results.front)
     atomic_write(out / FRONT_CSV, lambda tmp: table.to_csv(tmp, index=False))
 
-    baseline_table = pd.DataFrame(
-        [
-            {
-                "full model": b["precision"],
-                "accuracy %": 100 * b["accuracy"],
-                "latency ms (estimate)": b["latency_ms"],
-                "latency ms (measured)": b.get("measured_latency_ms"),
-                "size MB": b["size_mb"],
-            }
-            for b in baselines
-        ]
-    )
+    baselines_frame = baseline_table(baselines)
     sections = [
         f"<h1>elastiq search: {html.escape(folder.name)}</h1>",
         f"<p>{len(history)} candidates really evaluated; method <b>{html.escape(str(settings.get('method', '?')))}</b>,"
@@ -173,11 +182,11 @@ def write_report(search_dir: str | Path, *, latency_validation: dict[str, Any] |
         "<h2>Pareto front (really evaluated)</h2>",
         _table(table),
         "<h2>Baselines: the full model on the same profile</h2>",
-        _table(baseline_table) if len(baseline_table) else "<p>none</p>",
+        _table(baselines_frame) if len(baselines_frame) else "<p>none</p>",
         "<h2>Hypervolume vs evaluations</h2>",
         _img(plots["hypervolume.png"], "hypervolume"),
         "<h2>Predictor quality</h2>",
-        _table(_quality_table(quality)) if quality else "<p>no predictors (not the predictor method)</p>",
+        _table(quality_table(quality)) if quality else "<p>no predictors (not the predictor method)</p>",
     ]
     if latency_validation:
         used = latency_validation.get("used", "")
