@@ -84,10 +84,23 @@ def test_exports_are_checked_and_carry_a_model_card(finished_run: Path) -> None:
         assert card["exported_program"]["measured_latency_ms"] > 0
         assert card["check_passed"] == (card["accuracy_check_passed"] and card["latency_check_passed"])
         assert (folder / "model.pt2").is_file() and (folder / "model.safetensors").is_file()
+        supernet_labels = json.loads((finished_run / "supernet" / "elastiq_config.json").read_text())["label_names"]
+        assert card["label_names"] == supernet_labels and len(supernet_labels) == 2  # logits -> labels, standalone
         assert card["recorded_by_search"]["accuracy"] == pytest.approx(card["exported_program"]["accuracy"], abs=0.005)
     fastest = json.loads((finished_run / "exported" / PROFILE / "fastest" / "model_card.json").read_text())
     front = pd.read_csv(finished_run / "search" / PROFILE / "front.csv")
     assert fastest["recorded_by_search"]["latency_ms"] == pytest.approx(front["latency_ms"].min())
+
+
+def test_the_search_starts_from_the_full_model_in_each_precision(finished_run: Path) -> None:
+    history = pd.read_csv(finished_run / "search" / PROFILE / "evaluations.csv")
+    initial = [json.loads(d) for d in history.loc[history["method"] == "initial", "description"]]
+    assert len(initial) == 3  # one per precision of the tiny profile: fp32, int8_weight_only, bf16
+    shape = json.loads((finished_run / "supernet" / "elastiq_config.json").read_text())["shape"]
+    for candidate in initial:  # the full model
+        assert candidate["arch"] == {"heads": shape["heads"], "ffn": shape["ffn"]}
+    mixes = [set(c["policy"]["layers"].values()) for c in initial]  # uniform: one precision each (fp32 is implicit)
+    assert sorted(map(sorted, mixes)) == [[], ["bf16"], ["int8_weight_only"]]
 
 
 def test_export_reloads_without_elastiq_and_reproduces_the_accuracy(finished_run: Path, tmp_path: Path) -> None:
