@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import pytest
 import torch
 from torch import fx, nn
@@ -104,6 +105,22 @@ def test_module_level_precisions_swap_weights_of_exactly_the_named_layers(name: 
         assert _stored_bytes(weight) == precision.weight_bytes(*weight.shape)
     pooler = quantized.get_submodule("bert.pooler.dense")
     assert type(pooler) is nn.Linear and pooler.weight.dtype == torch.float32
+
+
+def test_int8_static_keeps_no_model_alive_after_use(tiny_subnet: Model, calibration: list) -> None:
+    """A search quantizes hundreds of candidates in one process: none may outlive its evaluation (torchao's
+    per-module device cache kept every exported graph, +100 MB per MiniLM candidate)."""
+
+    def graph_modules() -> int:
+        gc.collect()
+        return sum(isinstance(o, fx.GraphModule) for o in gc.get_objects())
+
+    apply_policy(tiny_subnet, uniform_policy(tiny_subnet, "int8_static"), calibration)  # warm any one-off state
+    before = graph_modules()
+    for _ in range(3):
+        quantized = apply_policy(tiny_subnet, uniform_policy(tiny_subnet, "int8_static"), calibration)
+        del quantized
+    assert graph_modules() <= before
 
 
 def test_int8_static_is_an_inference_graph_with_int8_weights(tiny_subnet: Model, calibration: list) -> None:
