@@ -26,6 +26,7 @@ Run from the repository root (train first: ``elastiq train --config examples/ful
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import sys
@@ -41,7 +42,7 @@ import pandas as pd
 from _cache import cached
 
 from hardware_profiles.latency_model import accuracy_metrics
-from search.bert_evaluation import BertEvaluator
+from quant.policy import uniform_policy
 from search.config import load_run_config
 from search.engine import SearchResult, default_reference_point, hypervolume_curve
 from search.search_run import (
@@ -52,6 +53,7 @@ from search.search_run import (
     remeasure_front,
 )
 from search.store import ResultsStore
+from supernet.arch import BertArch
 from supernet.atomic import atomic_write_text
 from supernet.data import load_dataset_config
 
@@ -100,21 +102,15 @@ def _best_under_loss(front: pd.DataFrame, baseline: dict[str, Any], by: str) -> 
 
 def _test_accuracy(context: SearchContext, keys: Sequence[str], baselines: list[dict[str, Any]]) -> dict[str, float]:
     """Accuracy on the whole test split for the chosen candidates and the baselines (never seen by the search)."""
-    from quant.policy import uniform_policy
-    from supernet.arch import BertArch
-
     data = load_dataset_config(context.config.data, seed=context.config.seed)
-    base = context.evaluator
-    evaluator = BertEvaluator(
-        base.model, base.space, base.tokenizer, data.test, base.latency, base.calibration, base.sequence_length
-    )
+    evaluator = dataclasses.replace(context.evaluator, split=data.test)
     out = {}
     for key in keys:
         arch, policy = context.space.decode(context.space.from_key(key))
         out[key] = evaluator.evaluate_candidate(arch, policy)["accuracy"]
     for baseline in (b for b in baselines if b["precision"] != "bf16"):  # bf16 is 6x slower here; not compared
-        arch = BertArch(**{k: tuple(v) for k, v in baseline["arch"].items()})
-        policy = uniform_policy(base.model, baseline["precision"])
+        arch = BertArch.from_dict(baseline["arch"])
+        policy = uniform_policy(evaluator.model, baseline["precision"])
         out[f"full {baseline['precision']}"] = evaluator.evaluate_candidate(arch, policy)["accuracy"]
     return out
 

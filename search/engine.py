@@ -392,11 +392,10 @@ class _Search(StoreEvaluator):
 
     def first_population(self, rng: np.random.Generator, n: int, exclude: set[str]) -> _Plan:
         """The user's initial candidates, then random ones up to ``n`` (every method's iteration 0)."""
-        initial = [
-            row for row, key in zip(self.initial, self.space.keys(self.initial), strict=True) if key not in exclude
-        ]
-        X0 = np.array(initial, dtype=np.int64).reshape(-1, self.space.n_var)
-        extra = self.random_rows(rng, n - len(X0), exclude | set(self.space.keys(self.initial)))
+        keys = self.space.keys(self.initial)
+        X0 = np.array([row for row, key in zip(self.initial, keys, strict=True) if key not in exclude], dtype=np.int64)
+        X0 = X0.reshape(-1, self.space.n_var)
+        extra = self.random_rows(rng, n - len(X0), exclude | set(keys))
         return _Plan(np.concatenate([X0, extra]), ["initial"] * len(X0) + ["random"] * len(extra))
 
     def random_rows(self, rng: np.random.Generator, n: int, exclude: set[str]) -> np.ndarray:
