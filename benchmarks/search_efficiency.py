@@ -50,13 +50,21 @@ from search.store import ResultsStore
 from supernet.atomic import atomic_write, atomic_write_text
 
 #: Methods in the order they are run and reported; ``optuna`` only where the engine has it.
-KNOWN_METHODS = ("predictor", "nsga2", "random", "optuna")
+#: ``predictor`` is the predictor method with its default (local) proposal, ``predictor-global`` with the
+#: global one (NSGA-II over the predictions, run_search(proposal="global")).
+KNOWN_METHODS = ("predictor", "predictor-global", "nsga2", "random", "optuna")
+GLOBAL_LABEL = "predictor-global"
 BASELINE = "nsga2"
 TARGET_RATIO = 2.0
 
 
+def engine_method(label: str) -> str:
+    """The engine method a reported label runs."""
+    return "predictor" if label == GLOBAL_LABEL else label
+
+
 def available_methods() -> list[str]:
-    return [m for m in KNOWN_METHODS if m in engine.METHODS]
+    return [m for m in KNOWN_METHODS if engine_method(m) in engine.METHODS]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -89,8 +97,9 @@ def _parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------------------------------------------
 
 
-def method_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
+def method_settings(args: argparse.Namespace, label: str) -> dict[str, Any]:
     """What determines a run's sequence of candidates besides the seed (the cache key)."""
+    method = engine_method(label)
     settings: dict[str, Any] = {"method": method, "population": args.population, "budget": args.budget}
     if method == "predictor":
         params: dict[str, Any] = {"cv": args.cv}
@@ -104,6 +113,8 @@ def method_settings(args: argparse.Namespace, method: str) -> dict[str, Any]:
             # MetricPredictor needs nonzero targets); recorded so the cache key says so.
             exact_macs=True,
         )
+        if label != GLOBAL_LABEL:  # runs cached before the local proposal existed were global ones
+            settings["proposal"] = "local"
     return settings
 
 
@@ -126,6 +137,7 @@ def run_one(problem: NasBench201Problem, settings: dict[str, Any], seed: int, wo
             inner_generations=settings["inner_generations"],
             inner_population=settings["inner_population"],
             predictor_params=settings["predictor_params"],
+            proposal=settings.get("proposal", "global"),  # type: ignore[arg-type]
         )
         if settings["exact_macs"]:
             options["exact_metrics"] = problem.exact_metrics
@@ -427,7 +439,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     methods = args.methods or available_methods()
-    unknown = [m for m in methods if m not in engine.METHODS]
+    unknown = [m for m in methods if engine_method(m) not in engine.METHODS]
     if unknown:
         raise SystemExit(f"methods {unknown} are not available in search.engine (has {list(engine.METHODS)})")
     if args.budget < 1 or args.seeds < 1 or args.grid_step < 1:
@@ -455,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     nadir_problem = _front_nadir_problem(problem)
     analysis = analyse(problem, runs, grid, args.checkpoints)
     analysis_nadir = analyse(nadir_problem, runs, grid, args.checkpoints)
-    taus = [t for run in runs.get("predictor", []) for t in run["predictor_new_candidates_kendall_tau"]]
+    taus = [t for run in runs.get("predictor", []) for t in run["predictor_new_candidates_kendall_tau"]]  # local
     result: dict[str, Any] = {
         "command": command,
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -468,6 +480,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "population": args.population,
             "grid_step": args.grid_step,
             "predictor": method_settings(args, "predictor"),
+            GLOBAL_LABEL: method_settings(args, GLOBAL_LABEL),
         },
         "analysis": analysis,
         "verdict": _verdict(analysis),

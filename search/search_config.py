@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from search.bert_evaluation import METRICS
-from search.engine import METHODS
+from search.engine import METHODS, PROPOSALS
 from search.problem import Constraint, Objective
 from supernet.errors import ConfigError
 
@@ -30,6 +30,7 @@ _KEYS = {
     "budget",
     "population",
     "inner_generations",
+    "proposal",
     "validation_examples",
     "calibration_batches",
     "remeasure_front",
@@ -99,6 +100,10 @@ class SearchConfig:
     storage: str | None = None
     budget: int = 60
     population: int = 12
+    #: How the predictor method proposes candidates: "local" (neighbours of the measured front, by predicted
+    #: hypervolume gain) or "global" (NSGA-II over the predictions); see search.engine.
+    proposal: str = "local"
+    #: NSGA-II generations on the predictors per iteration (the global proposal only).
     inner_generations: int = 40
     validation_examples: int = 400
     calibration_batches: int = 4
@@ -114,6 +119,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"search.method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.proposal not in PROPOSALS:
+            raise ConfigError(f"search.proposal must be one of {', '.join(PROPOSALS)}, got {self.proposal!r}")
         if self.storage is not None:
             if not isinstance(self.storage, str) or not self.storage.strip():
                 raise ConfigError(
@@ -167,6 +174,7 @@ class SearchConfig:
             "storage": self.storage,
             "budget": self.budget,
             "population": self.population,
+            "proposal": self.proposal,
             "inner_generations": self.inner_generations,
             "validation_examples": self.validation_examples,
             "calibration_batches": self.calibration_batches,

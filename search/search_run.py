@@ -222,6 +222,7 @@ def configured_search(
         exact_metrics=evaluator.exact_metrics,
         store=store,
         inner_generations=cfg.inner_generations,
+        proposal=cfg.proposal,  # type: ignore[arg-type]
         progress=progress,
         initial=initial,
         storage=cfg.storage,  # the optuna method's study (the config allows it only there)

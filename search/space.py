@@ -128,6 +128,31 @@ class SearchSpace(ABC):
         row = self.canonical(np.asarray(x).reshape(1, -1))[0]
         return {name: int(v) for name, v in zip(self.names, row, strict=True)}
 
+    def neighbours(self, X: np.ndarray) -> np.ndarray:
+        """Every distinct canonical row that differs from a row of ``X`` in exactly one gene, first-seen order.
+
+        The predictor method's local proposals: a real evaluation near a measured front member is where
+        a predictor's ranking is most trustworthy (it is interpolating, not extrapolating). Rows of ``X``
+        themselves are left out; changing an inactive gene gives the row back and so adds nothing.
+        """
+        X = self.canonical(self.validate(X))
+        own = set(self.keys(X))
+        rows = []
+        for x in X:
+            for gene in range(self.n_var):
+                values = np.arange(self.xl[gene], self.xu[gene] + 1)
+                values = values[values != x[gene]]
+                block = np.repeat(x[None, :], len(values), axis=0)
+                block[:, gene] = values
+                rows.append(block)
+        if not rows:
+            return X[:0]
+        Y = self.canonical(np.concatenate(rows))
+        keys = np.array(self.keys(Y))
+        _, first = np.unique(keys, return_index=True)
+        first = np.sort(first)
+        return Y[[i for i in first if keys[i] not in own]].reshape(-1, self.n_var)
+
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` canonical rows drawn uniformly over encodings (not necessarily distinct).
 

@@ -100,6 +100,7 @@ def test_run_train_evaluate_extract(tmp_path: Path, capsys: pytest.CaptureFixtur
         (None, {"model": {"checkpoint": "/nonexistent/folder"}}, "does not exist"),
         (None, {"data": {"path": "/nonexistent.csv"}}, "nonexistent.csv"),
         (None, {"space": {"head_choices": [1, 3]}}, "must include the full size 4"),
+        (None, {"search": {"proposal": "nearby"}}, "search.proposal must be one of local, global"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(

@@ -209,6 +209,46 @@ def test_predictor_beats_random_at_equal_budget() -> None:
     assert hv["predictor"] > hv["random"] + 0.5, hv
 
 
+@pytest.mark.parametrize("proposal", ["local", "global"])
+def test_both_proposals_beat_random_on_the_predictor_method(proposal: str) -> None:
+    hv = {
+        name: np.mean(
+            [
+                run_search(
+                    SPACE, zdt1, OBJECTIVES, budget=80, seed=s, reference_point=REFERENCE, **options
+                ).hypervolume[-1][1]
+                for s in range(3)
+            ]
+        )
+        for name, options in {
+            "random": {"method": "random"},
+            proposal: {"method": "predictor", "proposal": proposal, **FAST},
+        }.items()
+    }
+    assert hv[proposal] > hv["random"] + 0.3, hv
+
+
+def test_local_proposals_are_one_gene_from_a_candidate_measured_before() -> None:
+    history = _search("predictor", 40).history
+    X = np.array([SPACE.from_key(k) for k in history["key"]])
+    iterations = history["iteration"].to_numpy()
+    proposed = np.flatnonzero(history["method"].to_numpy() == "predictor")
+    assert len(proposed) == 30
+    for i in proposed:
+        earlier = X[iterations < iterations[i]]
+        assert ((earlier != X[i]).sum(axis=1) == 1).any()
+
+
+def test_the_proposal_is_a_stored_setting(tmp_path: Path) -> None:
+    _search("predictor", 20, store=ResultsStore(tmp_path / "global"), proposal="global")
+    _search("predictor", 20, store=ResultsStore(tmp_path / "local"))
+    assert "proposal" not in ResultsStore(tmp_path / "global").read_json("search.json")  # as before the option
+    assert ResultsStore(tmp_path / "local").read_json("search.json")["proposal"] == "local"
+    with pytest.raises(SearchError, match="proposal"):
+        _search("predictor", 30, store=ResultsStore(tmp_path / "global"))
+    assert len(_search("predictor", 30, store=ResultsStore(tmp_path / "global"), proposal="global").history) == 30
+
+
 def test_predictor_quality_is_recorded_per_iteration() -> None:
     result = _search("predictor", 40)
     assert [q["iteration"] for q in result.predictor_quality] == [1, 2, 3]
@@ -232,7 +272,7 @@ def test_each_iteration_gets_a_fresh_inner_seed(monkeypatch: pytest.MonkeyPatch)
         return original(space, pop_size, seed, sampling)
 
     monkeypatch.setattr(engine, "integer_nsga2", spy)
-    _search("predictor", 40)
+    _search("predictor", 40, proposal="global")  # only the global proposal runs an inner NSGA-II
     assert len(seeds) == 3 and len(set(seeds)) == 3
 
 
@@ -344,6 +384,7 @@ def test_hypervolume_curve_and_default_reference_point() -> None:
         ({"predictor_params": {"seed": 1}}, "seed"),
         ({"reference_point": (1.0,)}, "reference_point"),
         ({"seed": -1}, "seed"),
+        ({"method": "predictor", "proposal": "nearby"}, "unknown proposal"),
     ],
 )
 def test_bad_settings_are_errors_before_anything_is_evaluated(kwargs: dict[str, Any], match: str) -> None:

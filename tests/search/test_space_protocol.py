@@ -211,3 +211,40 @@ def test_problem_without_predict_cannot_evaluate() -> None:
     problem = SearchProblem(space, [Objective("x")], None)
     with pytest.raises(SearchError, match="no predict"):
         problem.evaluate(np.array([[1]]))
+
+
+def test_neighbours_change_exactly_one_gene_of_a_flat_space() -> None:
+    space = IntegerSpace(["a", "b", "c"], [0, 0, 0], [2, 1, 3])
+    x = np.array([[1, 0, 3]])
+    N = space.neighbours(x)
+    assert len(N) == 2 + 1 + 3  # every other value of every gene
+    assert ((x != N).sum(axis=1) == 1).all()
+    assert len(set(space.keys(N))) == len(N) and space.key(x[0]) not in space.keys(N)
+
+
+def test_neighbours_of_a_masked_space_are_canonical_distinct_and_exclude_the_given_rows() -> None:
+    space = LayeredSpace(layers=3, widths=4)
+    X = space.canonical(np.array([[1, 2, 0, 0], [2, 2, 1, 0]]))
+    N = space.neighbours(X)
+    keys = space.keys(N)
+    assert np.array_equal(N, space.canonical(N)) and len(set(keys)) == len(keys)
+    assert not set(keys) & set(space.keys(X))
+    # Row 1: depth 1 -> 2 or 3 (the added layers take the masked value), width0 -> 3 other values. Row 2:
+    # depth 2 -> 1 or 3, 3 other values for each of its two active widths. "2-2-0-0" is a neighbour of
+    # both rows, and each given row is a neighbour of the other, so it is left out.
+    assert sorted(keys) == sorted(
+        {
+            "2-2-0-0",
+            "3-2-0-0",
+            "1-0-0-0",
+            "1-1-0-0",
+            "1-3-0-0",
+            "3-2-1-0",
+            "2-0-1-0",
+            "2-1-1-0",
+            "2-3-1-0",
+            "2-2-2-0",
+            "2-2-3-0",
+        }
+        - {"1-2-0-0", "2-2-1-0"}
+    )
