@@ -145,6 +145,8 @@ REFERENCE_MARGIN = 0.1
 _MAX_STALLED_GENERATIONS = 20
 #: Random search gives up on finding new candidates after this many draws of a batch's size without one.
 _MAX_SAMPLING_ROUNDS = 100
+#: The local proposal searches the neighbours of this many best measured candidates per population slot.
+_LOCAL_ELITES_PER_SLOT = 2
 
 
 @dataclass(frozen=True)
@@ -459,7 +461,9 @@ class _Search(StoreEvaluator):
         measured = {r.key for r in before}
         if self.proposal == "local":
             values = self.stored_values([r.key for r in before])
-            pool = self.space.neighbours(self.select_measured(problem, X_train, values, 2 * n, rng))
+            pool = self.space.neighbours(
+                self.select_measured(problem, X_train, values, int(_LOCAL_ELITES_PER_SLOT * n), rng)
+            )
         else:
             pool = self.inner_search(problem, rng, inner_seed, before)
         pool_keys = self.space.keys(pool) if len(pool) else []
