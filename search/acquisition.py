@@ -38,7 +38,7 @@ def greedy_hypervolume_improvement(
         front = front[NonDominatedSorting().do(front, only_non_dominated_front=True)]
     candidates = np.asarray(candidates, dtype=np.float64).reshape(-1, len(reference))
     inside = np.all(candidates < reference, axis=1) & np.all(np.isfinite(candidates), axis=1)
-    available = inside & ~weakly_dominated(candidates, front)
+    available = inside.copy()
     chosen: list[int] = []
     while len(chosen) < n:
         open_rows = np.flatnonzero(available & ~weakly_dominated(candidates, front))

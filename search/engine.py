@@ -439,13 +439,12 @@ class _Search(StoreEvaluator):
     def predictor_plan(self, rng: np.random.Generator, iteration: int, before: list[EvaluationRecord], n: int) -> _Plan:
         predictor_seed, inner_seed = (int(s) for s in rng.integers(0, 2**31 - 1, size=2))
         X_train = np.array([self.space.from_key(r.key) for r in before])
+        stored = {m: np.array([r.metrics[m] for r in before]) for m in self.required}  # per row of X_train
         features = self.space.features(X_train)
         exact_names = set(self.exact_metrics(X_train[:1])) if self.exact_metrics is not None else set()
         predicted_names = [m for m in self.required if m not in exact_names]
         models = {
-            m: MetricPredictor(seed=predictor_seed, **self.predictor_params).fit(
-                features, np.array([r.metrics[m] for r in before])
-            )
+            m: MetricPredictor(seed=predictor_seed, **self.predictor_params).fit(features, stored[m])
             for m in predicted_names
         }
         space, exact_metrics = self.space, self.exact_metrics
@@ -460,22 +459,20 @@ class _Search(StoreEvaluator):
         problem = SearchProblem(self.space, self.objectives, predict, self.constraints)
         measured = {r.key for r in before}
         if self.proposal == "local":
-            values = self.stored_values([r.key for r in before])
-            pool = self.space.neighbours(
-                self.select_measured(problem, X_train, values, int(_LOCAL_ELITES_PER_SLOT * n), rng)
-            )
+            elites = self.select_measured(problem, X_train, stored, _LOCAL_ELITES_PER_SLOT * n, rng)
+            pool = self.space.neighbours(elites)
         else:
-            pool = self.inner_search(problem, rng, inner_seed, before)
+            pool = self.inner_search(problem, rng, inner_seed, X_train, stored)
         pool_keys = self.space.keys(pool) if len(pool) else []
         fresh = [i for i, k in enumerate(pool_keys) if k not in measured]
         if not fresh:
             chosen = pool[:0]
         elif self.proposal == "local":
-            chosen = pool[fresh][self.select_improving(problem, pool[fresh], n, before, rng)]
+            chosen = pool[fresh][self.select_improving(problem, pool[fresh], n, before, stored, rng)]
         else:
             chosen = pool[fresh][self.select(problem, pool[fresh], n, rng)]
         labels = ["predictor"] * len(chosen)
-        if len(chosen) < n:  # the inner search visited too few new candidates: fill at random
+        if len(chosen) < n:  # the pool held too few new candidates: fill at random
             extra = self.random_rows(rng, n - len(chosen), measured | set(self.space.keys(chosen)))
             chosen = np.concatenate([chosen, extra]) if len(chosen) else extra
             labels += ["random"] * len(extra)
@@ -492,12 +489,17 @@ class _Search(StoreEvaluator):
         return _Plan(chosen, labels, predicted=predicted, quality=entry)
 
     def inner_search(
-        self, problem: SearchProblem, rng: np.random.Generator, inner_seed: int, before: list[EvaluationRecord]
+        self,
+        problem: SearchProblem,
+        rng: np.random.Generator,
+        inner_seed: int,
+        X_measured: np.ndarray,
+        measured: Mapping[str, np.ndarray],
     ) -> np.ndarray:
-        """Run NSGA-II on the predictors; every distinct candidate it scored, in the order first visited."""
-        keys = [r.key for r in before]
-        X_measured = np.array([self.space.from_key(k) for k in keys])
-        measured = self.stored_values(keys)
+        """Run NSGA-II on the predictors; every distinct candidate it scored, in the order first visited.
+
+        ``X_measured`` and ``measured`` (their stored metric values) seed its first population.
+        """
         best = self.select_measured(problem, X_measured, measured, self.inner_population // 2, rng)
         random_fill = self.space.sample(self.inner_population - len(best), rng)
         algorithm = integer_nsga2(
@@ -526,12 +528,20 @@ class _Search(StoreEvaluator):
         return X[self._survivors(problem, X, values, n, rng)]
 
     def select_improving(
-        self, problem: SearchProblem, X: np.ndarray, n: int, before: list[EvaluationRecord], rng: np.random.Generator
+        self,
+        problem: SearchProblem,
+        X: np.ndarray,
+        n: int,
+        before: list[EvaluationRecord],
+        measured: Mapping[str, np.ndarray],
+        rng: np.random.Generator,
     ) -> np.ndarray:
-        """Indices of up to ``n`` rows of ``X``: greedy predicted hypervolume gain, then predicted rank and crowding."""
+        """Indices of up to ``n`` rows of ``X``: greedy predicted hypervolume gain, then predicted rank and crowding.
+
+        ``measured`` holds the stored metric values of ``before``, in its order.
+        """
         assert problem.predict is not None
         predicted = dict(problem.predict(X))
-        measured = self.stored_values([r.key for r in before])
         frame = pd.DataFrame({"iteration": [r.iteration for r in before], **measured})
         reference = _reference_in_minimisation(self.objectives, default_reference_point(frame, self.objectives))
         F_measured = objective_matrix(self.objectives, measured, len(before))
