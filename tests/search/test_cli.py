@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,17 @@ def test_bad_arch_and_untrained_run_dir(tmp_path: Path, capsys: pytest.CaptureFi
     assert "not one of the FFN choices" in capsys.readouterr().err
     assert main(["-q", "evaluate", "--run-dir", run, "--arch", "biggest"]) == 2
     assert "cannot read architecture" in capsys.readouterr().err
+
+
+def test_console_script_error_is_one_line_on_stderr() -> None:
+    """The installed entry point (search.entry) in a fresh process: torchao's import-time notices about
+    CUDA-only extensions are muted, so a bad input leaves exactly the one error line."""
+    code = "import sys; from search.entry import main; sys.exit(main())"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "profile", "--profile", "no-such-profile"], capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "elastiq: error: unknown hardware profile 'no-such-profile'; known profiles: "
+        "onnxruntime-cpu-b1, x86-eager-b1, x86-inductor-b1, x86-inductor-b32"
+    ]
