@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--profiles", nargs="+", default=list(DEFAULT_PROFILES))
     parser.add_argument("--passes", type=int, default=2, help="measurements of every pair in this session")
     parser.add_argument("--name", default="latency_retest", help="stem of the result files")
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
     return parser
 
 
@@ -148,9 +149,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = _parser()
-    parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.passes < 1:
         raise SystemExit("--passes must be positive")
     summaries = {}
