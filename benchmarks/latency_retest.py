@@ -46,6 +46,7 @@ from quant.policy import QuantPolicy
 from search.pipeline import load_for_profiling
 from supernet.arch import BertArch
 from supernet.atomic import atomic_write_text
+from supernet.bert import ElasticBertForSequenceClassification
 
 DEFAULT_PROFILES = ("x86-eager-b1", "onnxruntime-cpu-b1", "x86-inductor-b1")
 
@@ -61,12 +62,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def measure_pairs(profile_name: str, passes: int, work: Path) -> pd.DataFrame:
-    """Every stored validation pair of ``profile_name`` measured ``passes`` times (pass-major order)."""
+def stored_pairs(profile_name: str) -> pd.DataFrame:
+    """The shipped validation pairs of ``profile_name`` and their stored measurements, by ``index``."""
+    return pd.read_csv(shipped_tables_dir() / profile_name / VALIDATION_CSV).set_index("index", drop=False)
+
+
+def measure_pairs(
+    model: ElasticBertForSequenceClassification, profile_name: str, stored: pd.DataFrame, passes: int, work: Path
+) -> pd.DataFrame:
+    """Every pair of ``stored`` measured ``passes`` times (pass-major order)."""
     profile = get_profile(profile_name)
-    stored = pd.read_csv(shipped_tables_dir() / profile_name / VALIDATION_CSV)
-    model, _ = load_for_profiling("default")
-    model.eval()
     rows = []
     for pass_index in range(passes):
         for index, arch_json, policy_json in zip(stored["index"], stored["arch"], stored["policy"], strict=True):
@@ -89,13 +94,13 @@ def _utc(seconds: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(seconds))
 
 
-def summarise(profile_name: str, measured: pd.DataFrame) -> dict[str, Any]:
+def summarise(
+    model: ElasticBertForSequenceClassification, profile_name: str, stored: pd.DataFrame, measured: pd.DataFrame
+) -> dict[str, Any]:
     """The within-session, between-session and estimate-vs-measurement agreement of one profile."""
-    stored = pd.read_csv(shipped_tables_dir() / profile_name / VALIDATION_CSV).set_index("index")
     wide = measured.pivot(index="index", columns="pass", values="median_ms").loc[stored.index]
     session = wide.median(axis=1).to_numpy()
     stored_ms = stored["measured_ms"].to_numpy()
-    model, _ = load_for_profiling("default")
     latency = find_latency_model(profile_name)
     estimate = [
         latency.predict_ms(model.shape, BertArch.from_dict(json.loads(a)), QuantPolicy.from_json(p))
@@ -152,10 +157,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = _parser().parse_args(argv)
     if args.passes < 1:
         raise SystemExit("--passes must be positive")
+    model, _ = load_for_profiling("default")  # latency depends on shapes only: one model serves every profile
+    model.eval()
     summaries = {}
     for name in args.profiles:
-        measured = measure_pairs(name, args.passes, args.work)
-        summaries[name] = summarise(name, measured)
+        stored = stored_pairs(name)
+        measured = measure_pairs(model, name, stored, args.passes, args.work)
+        summaries[name] = summarise(model, name, stored, measured)
         print(name, json.dumps(summaries[name]), flush=True)
     arguments = argv if argv is not None else sys.argv[1:]
     result = {
