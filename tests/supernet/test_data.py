@@ -578,6 +578,30 @@ def test_make_batches_covers_every_example_once(tokenizer: PreTrainedTokenizerBa
     assert decoded != list(split.texts)
 
 
+def test_make_batches_sorted_by_length(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Evaluation order: shortest texts first, ties in dataset order, every text once, less padding."""
+    split = _split_for_batches()
+    texts = tuple(reversed(split.texts))  # longest first, so sorting has work to do
+    split = TextSplit(texts=texts, labels=tuple(range(len(texts))))
+    max_length = 32
+    lengths = [len(tokenizer(t, truncation=True, max_length=max_length)["input_ids"]) for t in texts]
+    expected = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+    batches = list(make_batches(split, tokenizer, batch_size=5, max_length=max_length, sort_by_length=True))
+    assert [label for batch in batches for label in batch["labels"].tolist()] == expected
+    widths = [batch["input_ids"].shape[1] for batch in batches]
+    assert widths == sorted(widths)
+
+    def padding(batches: list[Any]) -> int:
+        return sum(int((batch["attention_mask"] == 0).sum()) for batch in batches)
+
+    unsorted = list(make_batches(split, tokenizer, batch_size=5, max_length=max_length))
+    assert padding(batches) < padding(unsorted)
+    empty = TextSplit(texts=(), labels=())
+    assert list(make_batches(empty, tokenizer, batch_size=8, max_length=16, sort_by_length=True)) == []
+    with _raises("pass shuffle_seed or sort_by_length, not both"):
+        list(make_batches(split, tokenizer, batch_size=5, max_length=16, shuffle_seed=0, sort_by_length=True))
+
+
 def test_make_batches_empty_split(tokenizer: PreTrainedTokenizerBase) -> None:
     empty = TextSplit(texts=(), labels=())
     assert list(make_batches(empty, tokenizer, batch_size=8, max_length=16)) == []

@@ -9,6 +9,7 @@ import torch
 
 from supernet.arch import BertElasticSpace
 from supernet.checkpoint import load_pretrained
+from supernet.data import TextSplit
 from supernet.errors import ConfigError
 from supernet.evaluate import evaluate
 from supernet.instatune import InstaTuneConfig, sandwich_step, step_archs, step_rng
@@ -109,6 +110,20 @@ def test_instatune_learns_the_task_for_largest_and_smallest(tiny_bert_dir: Path,
     for arch in (SPACE.largest(), SPACE.smallest()):
         result = evaluate(model, data.test, tok, arch=arch, max_length=32)
         assert result.accuracy >= 0.9, (arch, result)
+
+
+def test_evaluate_does_not_depend_on_dataset_order(tiny_bert_dir: Path) -> None:
+    """evaluate() batches by length; reversing the split must not change accuracy or mean loss."""
+    data, tok = toy_sentiment(n_per_class=30), real_tokenizer()
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    test = data.test
+    reversed_test = TextSplit(texts=test.texts[::-1], labels=test.labels[::-1])
+    for arch in (SPACE.largest(), SPACE.smallest()):
+        a = evaluate(model, test, tok, arch=arch, batch_size=4, max_length=32)
+        b = evaluate(model, reversed_test, tok, arch=arch, batch_size=4, max_length=32)
+        assert a.num_examples == b.num_examples == len(test)
+        assert a.accuracy == b.accuracy
+        assert abs(a.loss - b.loss) < 1e-5
 
 
 def test_sandwich_gradients_are_the_same_with_and_without_eager_backward(tiny_bert_dir: Path) -> None:
