@@ -34,7 +34,7 @@ from hardware_profiles.profile import HardwareProfile
 from hardware_profiles.profiling import find_latency_model, profile_target
 from hardware_profiles.registry import get_profile
 from quant.policy import QuantPolicy, uniform_policy
-from search.bert_evaluation import BertEvaluator
+from search.bert_evaluation import METRICS, BertEvaluator
 from search.bert_space import BertJointSpace
 from search.config import RunConfig
 from search.engine import SearchResult, run_search
@@ -172,9 +172,17 @@ def remeasure_front(context: SearchContext, front: pd.DataFrame, *, progress: bo
     return table
 
 
-def evaluate_baselines(context: SearchContext) -> list[dict[str, Any]]:
+def evaluate_baselines(
+    context: SearchContext, *, history: pd.DataFrame | None = None, measured: pd.DataFrame | None = None
+) -> list[dict[str, Any]]:
     """The full model in each baseline precision the profile supports, evaluated like a candidate and
-    measured end to end (cached in ``baselines.json``)."""
+    measured end to end (cached in ``baselines.json``).
+
+    A baseline the search already evaluated (``start_from_full_model`` puts the full model in each of the
+    space's precisions in its first population) is taken from ``history`` instead of being evaluated
+    again, and its end-to-end latency from ``measured`` (the front's re-measurement) when it is on the
+    front: the same evaluator on the same data gives the same numbers, and the time is better spent on
+    the search."""
     path = context.folder / BASELINES_JSON
     stored = {b["precision"]: b for b in json.loads(path.read_text())} if path.is_file() else {}
     model = context.evaluator.model
@@ -185,16 +193,35 @@ def evaluate_baselines(context: SearchContext) -> list[dict[str, Any]]:
             continue
         if precision not in stored:
             policy = uniform_policy(model, precision)
-            metrics = context.evaluator.evaluate_candidate(arch, policy)
+            metrics, latency = _already_evaluated(context, precision, history, measured)
+            if metrics is None:
+                metrics = context.evaluator.evaluate_candidate(arch, policy)
             stored[precision] = {
                 "precision": precision,
                 "arch": arch.to_dict(),
                 **metrics,
-                "measured_latency_ms": _measure(context, arch, policy),
+                "measured_latency_ms": _measure(context, arch, policy) if latency is None else latency,
             }
             atomic_write_text(path, json.dumps(list(stored.values()), indent=2))
         out.append(stored[precision])
     return out
+
+
+def _already_evaluated(
+    context: SearchContext, precision: str, history: pd.DataFrame | None, measured: pd.DataFrame | None
+) -> tuple[dict[str, float] | None, float | None]:
+    """The search's metrics and re-measured latency of the full model in ``precision``, where it has them."""
+    space = context.space
+    if history is None or precision not in space.precisions:
+        return None, None
+    key = space.keys(space.uniform(space.space.largest(), precision)[None, :])[0]
+    rows = history[history["key"] == key]
+    if rows.empty:
+        return None, None
+    metrics = {name: float(rows.iloc[0][name]) for name in METRICS}
+    hits = measured[measured["key"] == key] if measured is not None else pd.DataFrame()
+    latency = float(hits["measured_latency_ms"].iloc[0]) if not hits.empty else float("nan")
+    return metrics, None if np.isnan(latency) else latency
 
 
 def configured_search(
@@ -243,5 +270,5 @@ def search_run(config: RunConfig, *, progress: bool = True) -> SearchArtifacts:
     if measured is not None and len(measured) >= 2 and measured["measured_latency_ms"].notna().all():
         quality = accuracy_metrics(measured["measured_latency_ms"].to_numpy(), measured["latency_ms"].to_numpy())
         atomic_write_text(folder / "front_latency_check.json", json.dumps(quality, indent=2))
-    baselines = evaluate_baselines(context)
+    baselines = evaluate_baselines(context, history=result.history, measured=measured)
     return SearchArtifacts(folder, result, measured, baselines, context)

@@ -19,6 +19,7 @@ import yaml
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
 from search.cli import main
+from search.config import load_run_config
 from search.export import choose
 from search.pipeline import RESOLVED_CONFIG
 from supernet.checkpoint import load_tokenizer
@@ -64,6 +65,46 @@ def test_search_resumes_without_reevaluating(finished_run: Path, monkeypatch: py
     monkeypatch.setattr(bert_evaluation.BertEvaluator, "evaluate_candidate", fail)
     assert main(["-q", "search", "--config", str(finished_run / RESOLVED_CONFIG)]) == 0
     assert len(pd.read_csv(finished_run / "search" / PROFILE / "evaluations.csv")) == 8
+
+
+def test_baselines_reuse_the_searchs_own_evaluations(finished_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The full model in a searched precision is in the first population: its baseline is that row, and
+    its end-to-end latency is the front's re-measurement, not a second evaluation."""
+    from search import bert_evaluation, search_run
+
+    folder = finished_run / "search" / PROFILE
+    context = search_run.load_context(load_run_config(finished_run / RESOLVED_CONFIG))
+    history = pd.read_csv(folder / "evaluations.csv")
+    measured = pd.read_csv(folder / "front_measured.csv")
+    space = context.space
+    reused = {p: space.keys(space.uniform(space.space.largest(), p)[None, :])[0] for p in space.precisions}
+    evaluated: list[str] = []
+    original = bert_evaluation.BertEvaluator.evaluate_candidate
+
+    def counting(self: bert_evaluation.BertEvaluator, arch: object, policy: object) -> dict[str, float]:
+        evaluated.append("call")
+        return original(self, arch, policy)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bert_evaluation.BertEvaluator, "evaluate_candidate", counting)
+    saved = (folder / "baselines.json").read_text()
+    (folder / "baselines.json").unlink()
+    try:
+        baselines = search_run.evaluate_baselines(context, history=history, measured=measured)
+    finally:
+        (folder / "baselines.json").write_text(saved)
+    assert [b["precision"] for b in baselines] == ["fp32", "bf16"]
+    assert "fp32" in reused  # the tiny profile searches fp32, so at least that baseline comes from the search
+    assert len(evaluated) == sum(b["precision"] not in reused for b in baselines)
+    for baseline in baselines:
+        if baseline["precision"] not in reused:
+            continue
+        key = reused[baseline["precision"]]
+        row = history.set_index("key").loc[key]
+        assert [baseline[m] for m in ("accuracy", "latency_ms", "size_mb", "macs_m")] == [
+            row[m] for m in ("accuracy", "latency_ms", "size_mb", "macs_m")
+        ]
+        if key in set(measured["key"]):
+            assert baseline["measured_latency_ms"] == measured.set_index("key").loc[key, "measured_latency_ms"]
 
 
 def test_report_is_self_contained(finished_run: Path) -> None:
