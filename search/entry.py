@@ -21,3 +21,7 @@ def main() -> int:
     from search.cli import main as cli_main  # imports torchao: must come after the loggers are set
 
     return cli_main()
+
+
+if __name__ == "__main__":  # python -m search.entry, the same as the console script
+    raise SystemExit(main())
