@@ -38,6 +38,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from search.report import dominating
 from search.results import BASELINES_JSON, FRONT_CSV, FRONT_MEASURED_CSV, SEARCH_DIR
 from supernet.atomic import atomic_write_text
 
@@ -74,13 +75,6 @@ def _stages(run_dir: Path, folder: Path, start: float) -> dict[str, float | None
     return stages
 
 
-def _dominates(a: pd.Series, b: dict[str, Any], latency: str, b_latency: str) -> bool:
-    acc_a, acc_b, lat_a, lat_b = a["accuracy"], b["accuracy"], a[latency], b[b_latency]
-    if pd.isna(lat_a) or lat_b is None or pd.isna(lat_b):
-        return False
-    return bool(acc_a >= acc_b and lat_a <= lat_b and (acc_a > acc_b or lat_a < lat_b))
-
-
 def _member(row: pd.Series) -> dict[str, Any]:
     out = {"key": row["key"], "accuracy": float(row["accuracy"]), "latency_ms": float(row["latency_ms"])}
     if "measured_latency_ms" in row and not pd.isna(row["measured_latency_ms"]):
@@ -100,10 +94,7 @@ def summarise(run_dir: Path, profile: str) -> dict[str, Any]:
     baselines = json.loads((folder / BASELINES_JSON).read_text())
     per_baseline = {}
     for b in baselines:
-        by_estimate = front[[_dominates(r, b, "latency_ms", "latency_ms") for _, r in front.iterrows()]]
-        by_measured = front[
-            [_dominates(r, b, "measured_latency_ms", "measured_latency_ms") for _, r in front.iterrows()]
-        ]
+        by_estimate, by_measured = dominating(front, b), dominating(front, b, "measured_latency_ms")
         per_baseline[b["precision"]] = {
             "accuracy": b["accuracy"],
             "latency_ms": b["latency_ms"],
