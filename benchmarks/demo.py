@@ -38,8 +38,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search.report import dominating
-from search.results import BASELINES_JSON, FRONT_CSV, FRONT_MEASURED_CSV, SEARCH_DIR
+from search.report import REPORT_DIR, dominating
+from search.results import BASELINES_JSON, EVALUATIONS_CSV, FRONT_MEASURED_CSV, SEARCH_DIR, load_front
 from supernet.atomic import atomic_write_text
 
 TARGET_SECONDS = 20 * 60
@@ -62,10 +62,10 @@ def _stages(run_dir: Path, folder: Path, start: float) -> dict[str, float | None
     outputs = {
         "training": run_dir / "training" / "checkpoint.pt",
         "evaluation": run_dir / "evaluation.json",
-        "search": folder / "evaluations.csv",
+        "search": folder / EVALUATIONS_CSV,
         "front_remeasured": folder / FRONT_MEASURED_CSV,
         "baselines": folder / BASELINES_JSON,
-        "report": folder / "report" / "report.html",
+        "report": folder / REPORT_DIR / "report.html",
     }
     stages: dict[str, float | None] = {
         name: round(path.stat().st_mtime - start, 1) if path.exists() else None for name, path in outputs.items()
@@ -87,8 +87,7 @@ def _member(row: pd.Series) -> dict[str, Any]:
 def summarise(run_dir: Path, profile: str) -> dict[str, Any]:
     """Front vs baselines of a finished run (see the module docstring)."""
     folder = run_dir / SEARCH_DIR / profile
-    measured_path = folder / FRONT_MEASURED_CSV
-    front = pd.read_csv(measured_path if measured_path.is_file() else folder / FRONT_CSV)
+    front = load_front(folder)  # the re-measured front when there is one
     if "measured_latency_ms" not in front:
         front["measured_latency_ms"] = float("nan")
     baselines = json.loads((folder / BASELINES_JSON).read_text())
