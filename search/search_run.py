@@ -219,9 +219,10 @@ def _already_evaluated(
     if rows.empty:
         return None, None
     metrics = {name: float(rows.iloc[0][name]) for name in METRICS}
-    hits = measured[measured["key"] == key] if measured is not None else pd.DataFrame()
-    latency = float(hits["measured_latency_ms"].iloc[0]) if not hits.empty else float("nan")
-    return metrics, None if np.isnan(latency) else latency
+    if measured is None:
+        return metrics, None
+    hits = measured.loc[measured["key"] == key, "measured_latency_ms"].dropna()
+    return metrics, float(hits.iloc[0]) if len(hits) else None
 
 
 def configured_search(
