@@ -68,6 +68,9 @@ RUNTIME_OPTIONS: Mapping[str, Mapping[str, tuple[Callable[[Any], bool], str]]] =
     "onnxruntime": {
         "graph_optimization_level": (_one_of("disable", "basic", "extended", "all"), "disable, basic, extended or all"),
         "opset": (_positive_int, "a positive ONNX opset number"),
+        # Fresh InferenceSessions of one exported file timed one after another (median across them): on a
+        # virtual machine each session's speed depends on where its memory landed (seen: 20-40% apart).
+        "sessions": (_positive_int, "a positive number of sessions"),
     },
 }
 

@@ -16,8 +16,8 @@ from torch import Tensor
 from hardware_profiles.errors import ProfileError
 from hardware_profiles.hardware import check_measurable
 from hardware_profiles.profile import HardwareProfile
-from hardware_profiles.runtimes import onnx_runner, torch_runner
-from hardware_profiles.timing import LatencyStats, pinned_threads, time_runner
+from hardware_profiles.runtimes import onnx_runners, torch_runner
+from hardware_profiles.timing import LatencyStats, pinned_threads, time_runners
 from quant.apply import apply_policy, plan
 from quant.policy import QuantPolicy
 from quant.registry import Calibration
@@ -78,8 +78,8 @@ def measure_subnetwork(
     with pinned_threads(profile.threads):
         if profile.runtime == "onnxruntime":
             int8 = [fqn for fqn in policy if policy[fqn] == "int8_dynamic"]
-            run = onnx_runner(sub, inputs, INPUT_NAMES, profile, Path(workdir), int8_dynamic_linears=int8)
+            runs = onnx_runners(sub, inputs, INPUT_NAMES, profile, Path(workdir), int8_dynamic_linears=int8)
         else:
             quantized = apply_policy(sub, policy, calibration if calibration is not None else calibration_from(inputs))
-            run = torch_runner(quantized, inputs, profile)
-        return time_runner(run, profile.warmup, profile.repeats, max_seconds=max_seconds)
+            runs = [torch_runner(quantized, inputs, profile)]
+        return time_runners(runs, profile.warmup, profile.repeats, max_seconds=max_seconds)

@@ -23,8 +23,8 @@ import torch
 from hardware_profiles.blocks import BlockKey, LinearBlock, build_block, quantize_block
 from hardware_profiles.errors import ProfileError
 from hardware_profiles.profile import HardwareProfile
-from hardware_profiles.runtimes import onnx_runner, torch_runner
-from hardware_profiles.timing import LatencyStats, pinned_threads, time_runner
+from hardware_profiles.runtimes import onnx_runners, torch_runner
+from hardware_profiles.timing import LatencyStats, pinned_threads, time_runners
 from quant.policy import QuantPolicy
 from quant.registry import get_precision
 from quant.targets import CLASSIFIER, LAYER_LINEARS
@@ -104,10 +104,10 @@ def measure_block(key: BlockKey, shape: BertShape, profile: HardwareProfile, wor
         if profile.runtime == "onnxruntime":
             names = [f"input_{i}" for i in range(len(inputs))]
             linears = module.linear_names if isinstance(module, LinearBlock) and key.precision == "int8_dynamic" else []
-            run = onnx_runner(module, inputs, names, profile, workdir, int8_dynamic_linears=linears, dynamic=False)
+            runs = onnx_runners(module, inputs, names, profile, workdir, int8_dynamic_linears=linears, dynamic=False)
         else:
-            run = torch_runner(quantize_block(module, key, inputs), inputs, profile)
-        stats = time_runner(run, profile.warmup, profile.repeats)
+            runs = [torch_runner(quantize_block(module, key, inputs), inputs, profile)]
+        stats = time_runners(runs, profile.warmup, profile.repeats)
     return stats.scaled(1 / module.copies) if isinstance(module, LinearBlock) else stats
 
 

@@ -36,7 +36,7 @@ def torch_runner(model: nn.Module, inputs: tuple[Tensor, ...], profile: Hardware
     if profile.runtime == "eager":
         return lambda: model(*inputs)
     if profile.runtime != "inductor":
-        raise ProfileError(f"runtime {profile.runtime} is not a torch runtime; use onnx_runner for it")
+        raise ProfileError(f"runtime {profile.runtime} is not a torch runtime; use onnx_runners for it")
     import torch._inductor.config as inductor_config
 
     options = dict(profile.runtime_options)
@@ -47,7 +47,7 @@ def torch_runner(model: nn.Module, inputs: tuple[Tensor, ...], profile: Hardware
     return lambda: compiled(*inputs)
 
 
-def onnx_runner(
+def onnx_runners(
     float_model: nn.Module,
     inputs: tuple[Tensor, ...],
     input_names: Sequence[str],
@@ -55,11 +55,15 @@ def onnx_runner(
     workdir: Path,
     int8_dynamic_linears: Sequence[str] = (),
     dynamic: bool = True,
-) -> Runner:
-    """A runner for ``onnxruntime``: the *float* module is exported and the named Linears are quantized
+) -> list[Runner]:
+    """Runners for ``onnxruntime``: the *float* module is exported and the named Linears are quantized
     by ONNX Runtime itself (torchao's quantized weights do not export; see ``compat``). ``dynamic=False``
-    exports at the inputs' exact shapes (lookup-table blocks, whose inputs are not all batch x sequence)."""
-    from hardware_profiles.onnx_runner import onnx_model_for
+    exports at the inputs' exact shapes (lookup-table blocks, whose inputs are not all batch x sequence).
+
+    One runner per session the profile times (runtime option ``sessions``, default 1), each a fresh
+    ``InferenceSession`` of the one exported file, so that a measurement does not hang on where one
+    session's memory happened to land (``timing.time_runners`` takes the median across them)."""
+    from hardware_profiles.onnx_runner import load_onnx, onnx_model_for
 
     onnx_model = onnx_model_for(
         float_model,
@@ -71,4 +75,14 @@ def onnx_runner(
         int8_dynamic_linears=int8_dynamic_linears,
         dynamic=dynamic,
     )
-    return onnx_model.runner(*inputs)
+    options = profile.runtime_options
+    more = [
+        load_onnx(
+            onnx_model.path,
+            input_names,
+            threads=profile.threads,
+            graph_optimization_level=options.get("graph_optimization_level", "all"),
+        )
+        for _ in range(int(options.get("sessions", 1)) - 1)
+    ]
+    return [model.runner(*inputs) for model in (onnx_model, *more)]

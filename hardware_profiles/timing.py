@@ -5,6 +5,10 @@ Every latency elastiq reports, for a lookup-table block or a whole sub-network, 
 CPU affinity, same clock (``perf_counter_ns``), same statistic. The median, not the mean, because a
 shared machine produces rare long outliers (another process, a page fault) that say nothing about the
 model; the spread (p10/p90) is kept so that a noisy measurement is visible in the stored data.
+
+Where one prepared copy of a model (an ONNX Runtime session) runs steadily but the next copy of the
+same file runs 20-40% faster or slower, a profile times several copies: ``time_runners`` reports the
+median across them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import os
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -82,6 +86,26 @@ def pinned_threads(threads: int) -> Iterator[None]:
 
 #: Timed calls always made, even past the time budget: the median of fewer says too little.
 MIN_REPEATS = 5
+
+
+def time_runners(
+    runs: Sequence[Callable[[], object]], warmup: int, repeats: int, max_seconds: float | None = None
+) -> LatencyStats:
+    """``time_runner`` on each of ``runs`` (independently prepared copies of one model: fresh sessions)
+    in turn, and per statistic the median across them; warm-up and repeat counts are the totals."""
+    if not runs:
+        raise ProfileError("nothing to time: give at least one runner")
+    each = [time_runner(run, warmup, repeats, max_seconds) for run in runs]
+    if len(each) == 1:
+        return each[0]
+    return LatencyStats(
+        median_ms=statistics.median(s.median_ms for s in each),
+        mean_ms=statistics.median(s.mean_ms for s in each),
+        p10_ms=statistics.median(s.p10_ms for s in each),
+        p90_ms=statistics.median(s.p90_ms for s in each),
+        warmup=sum(s.warmup for s in each),
+        repeats=sum(s.repeats for s in each),
+    )
 
 
 def time_runner(run: Callable[[], object], warmup: int, repeats: int, max_seconds: float | None = None) -> LatencyStats:

@@ -108,6 +108,10 @@ def test_a_valid_profile_is_frozen_data() -> None:
         ({"runtime_options": {"fusion": True}}, "runtime inductor has no option 'fusion'; its options: freezing"),
         ({"runtime_options": {"freezing": "yes"}}, "runtime option freezing must be true or false, got 'yes'"),
         ({"runtime_options": [1]}, r"runtime_options must be a mapping, got \[1\]"),
+        (
+            {"runtime": "onnxruntime", "runtime_options": {"sessions": 0}, "precisions": ["fp32"]},
+            "runtime option sessions must be a positive number of sessions, got 0",
+        ),
         ({"requires": "avx2"}, "requires must be a list of names, got 'avx2'"),
         ({"requires": ["AVX 2"]}, r"requires \['AVX 2'\] are not feature names; use /proc/cpuinfo flag names"),
         ({"precisions": []}, "precisions is empty; list at least fp32"),
