@@ -98,6 +98,7 @@ def _cmd_profile(args: argparse.Namespace) -> None:
         out=args.out,
         n_validation=args.validate,
         seed=args.seed,
+        rounds=args.rounds,
         max_seconds=args.max_seconds,
         progress=not args.quiet,
     )
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/profiles", help="where <profile>/ with the measurements is written")
     p.add_argument("--validate", type=int, default=30, help="random (arch, policy) pairs measured end to end")
     p.add_argument("--seed", type=int, default=0, help="seed of the validation pairs")
+    p.add_argument("--rounds", type=int, default=1, help="measurements of every validation pair (median taken)")
     p.add_argument("--max-seconds", type=float, default=10.0, help="cap on the timed phase of one measurement")
     p.add_argument("--arch", help="measure only this sub-network end to end: 'largest', 'smallest' or JSON")
     p.add_argument("--policy", help="JSON quantization policy file for --arch (default: all fp32)")

@@ -271,6 +271,7 @@ def profile_run(
     out: str | Path = "runs/profiles",
     n_validation: int = 30,
     seed: int = 0,
+    rounds: int = 1,
     max_seconds: float | None = MAX_SECONDS,
     progress: bool = True,
 ) -> ProfileRun:
@@ -286,6 +287,7 @@ def profile_run(
         out,
         n_validation=n_validation,
         seed=seed,
+        rounds=rounds,
         max_seconds=max_seconds,
         progress=report,
     )

@@ -304,6 +304,36 @@ def test_profile_target_writes_everything_and_resumes_without_remeasuring(
         profiling.profile_target(tiny_model, SPACE, profile, tmp_path, n_validation=5, seed=1)
 
 
+def test_validation_rounds_measure_every_pair_again_and_take_the_median(
+    tiny_model: ElasticBertForSequenceClassification, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = tiny_profile()
+    profiling.profile_target(tiny_model, SPACE, profile, tmp_path, n_validation=4, seed=0)
+    path = tmp_path / profile.name / "validation.csv"
+    legacy = pd.read_csv(path).drop(columns=["round"])  # as written before rounds existed: round 0
+    legacy.to_csv(path, index=False)
+    order: list[int] = []
+    measured = iter([1.0, 2.0, 3.0, 4.0])
+
+    def fake_measure(model: object, arch: BertArch, *args: object, **kwargs: object) -> LatencyStats:
+        order.append(sum(arch.heads))
+        value = next(measured)
+        return LatencyStats(value, value, value, value, 1, 3)
+
+    monkeypatch.setattr(profiling, "measure_subnetwork", fake_measure)
+    run = profiling.profile_target(tiny_model, SPACE, profile, tmp_path, n_validation=4, seed=0, rounds=2)
+    stored = pd.read_csv(path)
+    assert list(zip(stored["index"], stored["round"], strict=True)) == [(i, r) for i in range(4) for r in (0, 1)]
+    assert order == [sum(BertArch.from_dict(json.loads(a)).heads) for a in legacy["arch"]]  # round 1 only, in order
+    expected = [(m + new) / 2 for m, new in zip(legacy["measured_ms"], [1.0, 2.0, 3.0, 4.0], strict=True)]
+    assert run.validation["measured_ms"].tolist() == pytest.approx(expected)
+    assert run.validation["rounds"].tolist() == [2, 2, 2, 2]
+    assert len(run.validation) == 4 and run.model.validation is not None
+    assert run.model.validation["raw_table"]["n"] == 4  # calibrated on pairs, not on rows
+    with pytest.raises(ProfileError, match="validation rounds must be >= 1, got 0"):
+        profiling.profile_target(tiny_model, SPACE, profile, tmp_path, n_validation=4, seed=0, rounds=0)
+
+
 def test_build_table_refuses_a_folder_of_another_profile(
     tiny_model: ElasticBertForSequenceClassification, tmp_path: Path
 ) -> None:
