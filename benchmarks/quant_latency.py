@@ -74,6 +74,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tables", type=Path, default=Path("hardware_profiles/tables"))
+    parser.add_argument("--note", action="append", default=[], help="a line for the report's Notes section")
     parser.add_argument(
         "--quality-only", action="store_true", help="only accuracy and size (need no quiet machine); cached for later"
     )
@@ -143,6 +144,7 @@ def main() -> None:
             validation[name] = json.loads(path.read_text())["validation"]
     result = {"command": command, "model": "all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes", "rows": rows}
     result["table_validation"] = validation
+    result["notes"] = list(args.note)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "quant_latency.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(args.out / "quant_latency.md", _markdown(result, list(profiles)))
@@ -194,6 +196,8 @@ def _markdown(result: dict[str, Any], profiles: list[str]) -> str:
             f"| {name} | {int(raw['n'])} | {raw['mape_percent']:.2f}% | {raw['kendall_tau']:.3f} | "
             f"{loo['mape_percent']:.2f}% | {loo['kendall_tau']:.3f} | {validation.get('used', '')} |"
         )
+    if result.get("notes"):
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(lines) + "\n"
 
 
