@@ -101,6 +101,11 @@ def _load_validation(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _check_rounds(rounds: int) -> None:
+    if rounds < 1:
+        raise ProfileError(f"validation rounds must be >= 1, got {rounds}; measure every pair at least once")
+
+
 def load_validation_pairs(folder: str | Path) -> pd.DataFrame:
     """The validation stored in ``folder`` (a profile's folder), one row per pair (``per_pair``)."""
     return per_pair(_load_validation(Path(folder) / VALIDATION_CSV))
@@ -136,8 +141,7 @@ def validate_table(
     Rounds go over all pairs in turn (every pair once, then every pair again): a slow spell of a shared
     machine then lands on one measurement of several pairs rather than on every measurement of one, and
     the median over rounds votes it out."""
-    if rounds < 1:
-        raise ProfileError(f"validation rounds must be >= 1, got {rounds}; measure every pair at least once")
+    _check_rounds(rounds)
     path = folder / VALIDATION_CSV
     rows = _load_validation(path).to_dict("records")
     done = {(int(r["index"]), int(r["round"])): r for r in rows}
@@ -200,8 +204,7 @@ def profile_target(
     """Table, validation and calibration of ``profile`` for ``model``'s shape and ``space``'s choices."""
     if n_validation < MIN_VALIDATION:
         raise ProfileError(f"validation needs at least {MIN_VALIDATION} sub-networks to calibrate, got {n_validation}")
-    if rounds < 1:
-        raise ProfileError(f"validation rounds must be >= 1, got {rounds}; measure every pair at least once")
+    _check_rounds(rounds)
     check_measurable(profile)
     folder = Path(out_dir) / profile.name
     folder.mkdir(parents=True, exist_ok=True)
