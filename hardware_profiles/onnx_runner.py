@@ -126,6 +126,12 @@ class OnnxModel:
             feed[name] = array
         return feed
 
+    def fresh_session(self) -> OnnxModel:
+        """The same file loaded again with this session's options: a new session (and memory placement)
+        that computes the same thing, for protocols that time several (``runtimes.onnx_runners``)."""
+        options, providers = self.session.get_session_options(), self.session.get_providers()
+        return OnnxModel(self.path, self.input_names, ort.InferenceSession(str(self.path), options, providers))
+
     def run(self, *inputs: torch.Tensor) -> list[np.ndarray]:
         """All outputs of one inference, as numpy arrays (for correctness checks)."""
         return list(self.session.run(self._output_names, self._feed(inputs)))

@@ -63,7 +63,7 @@ def onnx_runners(
     One runner per session the profile times (runtime option ``sessions``, default 1), each a fresh
     ``InferenceSession`` of the one exported file, so that a measurement does not hang on where one
     session's memory happened to land (``timing.time_runners`` takes the median across them)."""
-    from hardware_profiles.onnx_runner import load_onnx, onnx_model_for
+    from hardware_profiles.onnx_runner import onnx_model_for
 
     onnx_model = onnx_model_for(
         float_model,
@@ -75,14 +75,5 @@ def onnx_runners(
         int8_dynamic_linears=int8_dynamic_linears,
         dynamic=dynamic,
     )
-    options = profile.runtime_options
-    more = [
-        load_onnx(
-            onnx_model.path,
-            input_names,
-            threads=profile.threads,
-            graph_optimization_level=options.get("graph_optimization_level", "all"),
-        )
-        for _ in range(int(options.get("sessions", 1)) - 1)
-    ]
+    more = [onnx_model.fresh_session() for _ in range(int(profile.runtime_options.get("sessions", 1)) - 1)]
     return [model.runner(*inputs) for model in (onnx_model, *more)]

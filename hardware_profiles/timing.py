@@ -96,8 +96,6 @@ def time_runners(
     if not runs:
         raise ProfileError("nothing to time: give at least one runner")
     each = [time_runner(run, warmup, repeats, max_seconds) for run in runs]
-    if len(each) == 1:
-        return each[0]
     return LatencyStats(
         median_ms=statistics.median(s.median_ms for s in each),
         mean_ms=statistics.median(s.mean_ms for s in each),

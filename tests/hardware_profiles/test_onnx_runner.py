@@ -387,6 +387,13 @@ def test_onnx_model_for_applies_the_profile_runtime_options(tmp_path: Path) -> N
     np.testing.assert_allclose(model.run(x)[0], _torch_out(block, x), rtol=0, atol=1e-5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["LoneLinear.onnx"]  # no temporary files left
 
+    fresh = model.fresh_session()  # what a profile with runtime option sessions > 1 times
+    assert fresh.session is not model.session and (fresh.path, fresh.input_names) == (model.path, model.input_names)
+    fresh_options = fresh.session.get_session_options()
+    assert fresh_options.intra_op_num_threads == 2
+    assert fresh_options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    np.testing.assert_allclose(fresh.run(x)[0], model.run(x)[0], rtol=0, atol=0)
+
     with pytest.raises(ProfileError, match="runtime onnxruntime has no option 'freezing'"):
         onnx_model_for(block, (x,), ["x"], tmp_path, threads=1, runtime_options={"freezing": True})
     with pytest.raises(ProfileError, match="runtime option graph_optimization_level must be disable, basic"):
