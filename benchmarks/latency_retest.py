@@ -121,7 +121,7 @@ def summarise(
         "drift_median_ratio": float(np.median(session / stored_ms)),
         "estimate_vs_stored": accuracy_metrics(stored_ms, estimate),
         "estimate_vs_this_session": accuracy_metrics(session, estimate),
-        "estimate_source": (latency.validation or {}).get("used", "raw_table"),
+        "estimate_source": latency.design,
     }
     if wide.shape[1] >= 2:
         out["within_session"] = accuracy_metrics(wide[0].to_numpy(), wide[1].to_numpy())

@@ -37,6 +37,7 @@ from _cache import cached
 from hardware_profiles.compat import precision_problem
 from hardware_profiles.endtoend import measure_subnetwork
 from hardware_profiles.errors import ProfileError
+from hardware_profiles.latency_model import estimate_metrics
 from hardware_profiles.profiling import find_latency_model
 from hardware_profiles.registry import load_profiles
 from quant.apply import apply_policy
@@ -187,14 +188,15 @@ def _markdown(result: dict[str, Any], profiles: list[str]) -> str:
         "",
         "## Lookup-table validation (random (arch, policy) pairs measured end to end)",
         "",
-        "| profile | pairs | raw table MAPE | raw table tau | calibrated MAPE (LOO) | calibrated tau | used |",
+        "| profile | pairs | raw table MAPE | raw table tau | estimate MAPE (nested LOO) | estimate tau | design |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, validation in result["table_validation"].items():
-        raw, loo = validation["raw_table"], validation["calibrated_leave_one_out"]
+        raw, estimate = validation["raw_table"], estimate_metrics(validation)
         lines.append(
             f"| {name} | {int(raw['n'])} | {raw['mape_percent']:.2f}% | {raw['kendall_tau']:.3f} | "
-            f"{loo['mape_percent']:.2f}% | {loo['kendall_tau']:.3f} | {validation.get('used', '')} |"
+            f"{estimate['mape_percent']:.2f}% | {estimate['kendall_tau']:.3f} | "
+            f"{validation.get('design', validation.get('used', ''))} |"
         )
     if result.get("notes"):
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from hardware_profiles.latency_model import validation_rows
 from search.config import load_run_config
 from search.pipeline import (
     evaluate_run,
@@ -102,11 +103,9 @@ def _cmd_profile(args: argparse.Namespace) -> None:
         max_seconds=args.max_seconds,
         progress=not args.quiet,
     )
-    validation = run.model.validation or {}
-    for name, metrics in validation.items():
-        if isinstance(metrics, dict):
-            print(f"{name:<26} MAPE {metrics['mape_percent']:6.2f}%   Kendall tau {metrics['kendall_tau']:.3f}")
-    print(f"estimates use: {validation.get('used', '?')}")
+    for row in validation_rows(run.model.validation or {}):
+        mark = "  <- the estimates" if row["used"] else ""
+        print(f"{row['estimate']:<44} MAPE {row['mape_percent']:6.2f}%   Kendall tau {row['kendall_tau']:.3f}{mark}")
     print(f"latency table, validation and calibration in {run.folder}")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from hardware_profiles.latency_model import validation_rows
 from search.results import FRONT_CSV, SearchResults, load_results
 from supernet.atomic import atomic_write, atomic_write_text
 
@@ -212,13 +213,8 @@ def write_report(search_dir: str | Path, *, latency_validation: dict[str, Any] |
         _table(quality_table(quality)) if quality else "<p>no predictors (not the predictor method)</p>",
     ]
     if latency_validation:
-        used = latency_validation.get("used", "")
-        rows = [
-            {"estimate": k, "used by the search": k == used, **metrics}
-            for k, metrics in latency_validation.items()
-            if isinstance(metrics, dict)
-        ]
-        sections += ["<h2>Latency model validation (profile)</h2>", _table(pd.DataFrame(rows))]
+        rows = pd.DataFrame(validation_rows(latency_validation)).rename(columns={"used": "used by the search"})
+        sections += ["<h2>Latency model validation (profile)</h2>", _table(rows)]
     style = (
         "body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
         "table.t{border-collapse:collapse;font-size:13px}"

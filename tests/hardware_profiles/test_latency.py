@@ -22,7 +22,14 @@ from hardware_profiles import endtoend, profiling
 from hardware_profiles.blocks import BlockKey, build_block, linear_copies, quantize_block
 from hardware_profiles.candidates import random_candidates
 from hardware_profiles.errors import ProfileError
-from hardware_profiles.latency_model import LatencyModel, accuracy_metrics
+from hardware_profiles.latency_model import (
+    LatencyModel,
+    accuracy_metrics,
+    choose_design,
+    estimate_metrics,
+    nested_leave_one_out,
+    validation_rows,
+)
 from hardware_profiles.lut import LatencyTable, blocks_of, build_table, measure_block, required_blocks, shape_key
 from hardware_profiles.profile import HardwareProfile
 from hardware_profiles.timing import LatencyStats, pinned_threads, time_runner, time_runners
@@ -216,18 +223,81 @@ def test_calibration_recovers_a_linear_relation_and_reports_leave_one_out(
     measured = 0.8 * table_ms + 0.5 * depth + 1.0
     table = LatencyTable("p", 2, 16, shape_key(tiny_model.shape))
     model = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), measured.tolist())
+    assert model.design == "table_depth" and model.features == ("table_ms", "depth")
     assert model.coefficients == pytest.approx((0.8, 0.5)) and model.intercept == pytest.approx(1.0)
-    assert model.validation is not None
-    loo = model.validation["calibrated_leave_one_out"]
-    assert loo["mape_percent"] < 1e-6 and loo["kendall_tau"] == pytest.approx(1.0)
+    assert model.validation is not None and model.validation["design"] == "table_depth"
+    for key in ("estimate_leave_one_out", "estimate_in_sample"):
+        assert model.validation[key]["mape_percent"] < 1e-6 and model.validation[key]["kendall_tau"] == 1.0
+    assert model.validation["leave_one_out"]["table"]["mape_percent"] > 1  # depth matters here
     assert model.validation["raw_table"]["mape_percent"] > 1  # the raw sum is off by the made-up 0.8 etc.
-    assert model.validation["used"] == "calibrated_leave_one_out"
-    noisy = table_ms * rng.uniform(0.9, 1.1, 20)  # the table is right up to jitter: a fit cannot beat it
-    raw = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), noisy.tolist())
-    assert raw.validation is not None and raw.validation["used"] == "raw_table"
-    assert (raw.coefficients, raw.intercept) == ((1.0, 0.0), 0.0)
     with pytest.raises(ProfileError, match="at least 4"):
         LatencyModel.calibrate(table, [1.0, 2.0], [1, 2], [1.0, 2.0])
+
+
+def test_calibration_prefers_the_simplest_design_that_is_as_good(
+    tiny_model: ElasticBertForSequenceClassification,
+) -> None:
+    rng = np.random.default_rng(1)
+    table_ms = rng.uniform(1, 50, 30)
+    depth = rng.integers(1, 7, 30)
+    table = LatencyTable("p", 2, 16, shape_key(tiny_model.shape))
+    # A systematic scale and offset plus jitter: a fit beats the raw sum, and the design with the lowest
+    # leave-one-out MAPE is the one kept (whether jitter happens to favour the depth term or not).
+    offset = (0.7 * table_ms + 2.0) * rng.uniform(0.95, 1.05, 30)
+    scaled = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), offset.tolist())
+    assert scaled.validation is not None
+    loo = {name: metrics["mape_percent"] for name, metrics in scaled.validation["leave_one_out"].items()}
+    assert scaled.design == min(loo, key=loo.__getitem__) != "raw_table"
+    assert len(scaled.coefficients) == len(scaled.features) == (1 if scaled.design == "table" else 2)
+    # The table is right up to jitter: no fit beats the raw sum, and the model gives the raw sum.
+    jitter = table_ms * rng.uniform(0.9, 1.1, 30)
+    raw = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), jitter.tolist())
+    assert raw.design == "raw_table" and raw.features == () and raw.coefficients == ()
+    assert raw.validation is not None
+    assert raw.validation["estimate_in_sample"] == raw.validation["raw_table"]
+
+
+def test_nested_leave_one_out_holds_each_pair_out_of_the_choice_of_design() -> None:
+    rng = np.random.default_rng(2)
+    table_ms = rng.uniform(1, 50, 12)
+    depth = rng.integers(1, 7, 12)
+    measured = (0.7 * table_ms + 2.0) * rng.uniform(0.9, 1.1, 12)
+    nested = nested_leave_one_out(table_ms, depth, measured)
+    for i in range(12):  # pair i's estimate is what the procedure gives when it never saw pair i
+        rest = np.arange(12) != i
+        design = choose_design(table_ms[rest], depth[rest], measured[rest])
+        model = LatencyModel.calibrate(
+            LatencyTable("p", 2, 16, "s"), table_ms[rest].tolist(), depth[rest].tolist(), measured[rest].tolist()
+        )
+        assert model.design == design
+        values = {"table_ms": table_ms[i], "depth": depth[i]}
+        expected = model.intercept + sum(c * values[f] for f, c in zip(model.features, model.coefficients, strict=True))
+        assert nested[i] == pytest.approx(expected if model.features else table_ms[i])
+
+
+def test_a_version_1_latency_model_still_loads(
+    tiny_model: ElasticBertForSequenceClassification, tmp_path: Path
+) -> None:
+    shape = tiny_model.shape
+    profile = tiny_profile()
+    table = LatencyTable(profile.name, 2, 16, shape_key(shape))
+    for i, key in enumerate(required_blocks(shape, profile, SPACE.head_choices, SPACE.ffn_choices)):
+        table.entries[key] = LatencyStats(0.1 * (i + 1), 0.1 * (i + 1), 0.1, 0.2, 1, 3)
+    table.save(tmp_path)
+    old = {"raw_table": {"n": 30.0, "mape_percent": 12.0, "kendall_tau": 0.8}, "used": "raw_table"}
+    v1 = {"version": 1, "features": ["table_ms", "depth"], "coefficients": [0.5, 0.25], "intercept": 1.0}
+    (tmp_path / "latency_model.json").write_text(json.dumps({**v1, "validation": old}))
+    model = LatencyModel.load(tmp_path)
+    arch = BertArch(heads=(4, 2), ffn=(32, 64))
+    raw = table.estimate_ms(shape, arch)
+    assert model.design == "table_depth" and model.predict_ms(shape, arch) == pytest.approx(0.5 * raw + 0.5 + 1.0)
+    assert estimate_metrics(old)["mape_percent"] == 12.0
+    assert [row["used"] for row in validation_rows(old)] == [True]
+    (tmp_path / "latency_model.json").write_text(json.dumps({**v1, "features": ["table_ms"], "validation": old}))
+    with pytest.raises(ProfileError, match="not a version 1 or 2 latency model"):
+        LatencyModel.load(tmp_path)
+    with pytest.raises(ProfileError, match="one coefficient per feature"):
+        LatencyModel(table, ("table_ms",), (0.5, 0.25))
 
 
 def test_accuracy_metrics() -> None:
@@ -286,7 +356,13 @@ def test_profile_target_writes_everything_and_resumes_without_remeasuring(
     assert list(validation["index"]) == [0, 1, 2, 3, 4]
     assert (validation["measured_ms"] > 0).all() and (validation["table_ms"] > 0).all()
     stored = json.loads((folder / "latency_model.json").read_text())
-    assert set(stored["validation"]) == {"raw_table", "calibrated_leave_one_out", "calibrated_in_sample", "used"}
+    assert set(stored["validation"]) == {
+        "raw_table",
+        "leave_one_out",
+        "design",
+        "estimate_leave_one_out",
+        "estimate_in_sample",
+    }
     loaded = profiling.find_latency_model(profile.name, [tmp_path])
     arch, policy = random_candidates(SPACE, tiny_model.shape, profile.precisions, 1, seed=9)[0]
     assert loaded.predict_ms(tiny_model.shape, arch, policy) == pytest.approx(
