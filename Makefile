@@ -33,7 +33,7 @@ lint: setup
 	$(BIN)/mypy
 
 bench-instatune: setup
-	$(BIN)/python benchmarks/instatune.py --out benchmarks/results
+	$(BIN)/python benchmarks/instatune.py --out benchmarks/results --work runs/bench-instatune-lr2e-4 --lr 2e-4 --tag lr2e-4
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -70,6 +70,12 @@ def _time_steps(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def _median_or_none(step_seconds: tuple[float, ...]) -> float | None:
+    """The median step time of the steps this process ran; None when a resumed run had none left to run
+    (training finished before an interruption), so that a result never holds NaN."""
+    return statistics.median(step_seconds) if step_seconds else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -77,6 +83,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timing-steps", type=int, default=12)
+    parser.add_argument(
+        "--lr", type=float, default=1e-4, help="peak learning rate of every run (standard, super-network, twins)"
+    )
     parser.add_argument("--label-weight", type=float, default=None, help="InstaTune label_weight (default: library's)")
     parser.add_argument("--tag", default="", help="suffix of the result files and of the super-network phase")
     args = parser.parse_args()
@@ -84,6 +93,11 @@ def main() -> None:
     work = args.work
     phases = work / "phases"
     phases.mkdir(parents=True, exist_ok=True)
+    # Cached phases are only valid for the settings they were run with: refuse to mix them.
+    settings = {"steps": args.steps, "seed": args.seed, "lr": args.lr}
+    stored = cached(phases / "settings.json", lambda: settings)
+    if stored != settings:
+        parser.error(f"{work} holds runs with {stored}, not {settings}; give another --work")
 
     checkpoint = default_checkpoint_dir()
     tokenizer = load_tokenizer(checkpoint)
@@ -93,7 +107,7 @@ def main() -> None:
     config = TrainConfig(
         steps=args.steps,
         batch_size=32,
-        learning_rate=1e-4,
+        learning_rate=args.lr,
         max_length=128,
         seed=args.seed,
         checkpoint_every=100,
@@ -116,8 +130,8 @@ def main() -> None:
         result = train_supernet(model, space, data, tokenizer, standard, work / "standard")
         return {
             "test_accuracy": evaluate_test(model),
-            "median_step_seconds": result.median_step_seconds,
-            "train_seconds": sum(result.step_seconds),
+            "median_step_seconds": _median_or_none(result.step_seconds),
+            "train_seconds": sum(result.step_seconds) or None,
         }
 
     def run_supernet() -> dict[str, Any]:
@@ -129,8 +143,8 @@ def main() -> None:
             **{f"middle{i + 1}": a for i, a in enumerate(MIDDLE)},
         }
         return {
-            "median_step_seconds": result.median_step_seconds,
-            "train_seconds": sum(result.step_seconds),
+            "median_step_seconds": _median_or_none(result.step_seconds),
+            "train_seconds": sum(result.step_seconds) or None,
             "subnets": {
                 name: {
                     "arch": a.to_dict(),
@@ -160,7 +174,7 @@ def main() -> None:
         return {
             "arch": arch.to_dict(),
             "test_accuracy": evaluate_test(small),
-            "median_step_seconds": result.median_step_seconds,
+            "median_step_seconds": _median_or_none(result.step_seconds),
         }
 
     std = cached(phases / "standard.json", run_standard)
