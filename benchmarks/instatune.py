@@ -70,12 +70,6 @@ def _time_steps(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def _median_or_none(step_seconds: tuple[float, ...]) -> float | None:
-    """The median step time of the steps this process ran; None when a resumed run had none left to run
-    (training finished before an interruption), so that a result never holds NaN."""
-    return statistics.median(step_seconds) if step_seconds else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -130,7 +124,7 @@ def main() -> None:
         result = train_supernet(model, space, data, tokenizer, standard, work / "standard")
         return {
             "test_accuracy": evaluate_test(model),
-            "median_step_seconds": _median_or_none(result.step_seconds),
+            "median_step_seconds": result.median_step_seconds,
             "train_seconds": sum(result.step_seconds) or None,
         }
 
@@ -143,7 +137,7 @@ def main() -> None:
             **{f"middle{i + 1}": a for i, a in enumerate(MIDDLE)},
         }
         return {
-            "median_step_seconds": _median_or_none(result.step_seconds),
+            "median_step_seconds": result.median_step_seconds,
             "train_seconds": sum(result.step_seconds) or None,
             "subnets": {
                 name: {
@@ -174,7 +168,7 @@ def main() -> None:
         return {
             "arch": arch.to_dict(),
             "test_accuracy": evaluate_test(small),
-            "median_step_seconds": _median_or_none(result.step_seconds),
+            "median_step_seconds": result.median_step_seconds,
         }
 
     std = cached(phases / "standard.json", run_standard)

@@ -77,6 +77,16 @@ def _arrays(
     return np.asarray(table_ms, dtype=float), np.asarray(depth, dtype=float), np.asarray(measured, dtype=float)
 
 
+def _held_out(
+    features: Sequence[str], t: np.ndarray, d: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray
+) -> np.ndarray:
+    """One design's estimates of the ``test`` rows, fitted on the ``train`` rows (the raw sum: no fit)."""
+    if not features:
+        return t[test]
+    x = _design(features, t, d)
+    return _fit(x[train], y[train]).predict(x[test])
+
+
 def leave_one_out(
     features: Sequence[str],
     table_ms: Sequence[float] | np.ndarray,
@@ -86,12 +96,9 @@ def leave_one_out(
     """Estimates of one design where each comes from a fit on all the *other* measurements
     (the raw table sum when ``features`` is empty: nothing is fitted)."""
     t, d, y = _arrays(table_ms, depth, measured)
-    if not features:
-        return t.copy()
-    x = _design(features, t, d)
     out = np.empty_like(y)
-    for train, test in LeaveOneOut().split(x):
-        out[test] = _fit(x[train], y[train]).predict(x[test])
+    for train, test in LeaveOneOut().split(y.reshape(-1, 1)):
+        out[test] = _held_out(features, t, d, y, train, test)
     return out
 
 
@@ -113,11 +120,7 @@ def nested_leave_one_out(
     out = np.empty_like(y)
     for train, test in LeaveOneOut().split(y.reshape(-1, 1)):
         features = DESIGNS[choose_design(t[train], d[train], y[train])]
-        if not features:
-            out[test] = t[test]
-        else:
-            fit = _fit(_design(features, t[train], d[train]), y[train])
-            out[test] = fit.predict(_design(features, t[test], d[test]))
+        out[test] = _held_out(features, t, d, y, train, test)
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -94,9 +95,10 @@ class TrainResult:
     run_dir: Path
 
     @property
-    def median_step_seconds(self) -> float:
-        times = sorted(self.step_seconds)
-        return times[len(times) // 2] if times else float("nan")
+    def median_step_seconds(self) -> float | None:
+        """The median time of the steps this call ran; None when a resumed run had none left to run
+        (training finished before an interruption), so that a recorded result never holds NaN."""
+        return statistics.median(self.step_seconds) if self.step_seconds else None
 
 
 StepCallback = Callable[[int, Mapping[str, float]], None]

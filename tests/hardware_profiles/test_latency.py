@@ -214,12 +214,16 @@ def test_measure_block_under_inductor_compiles_and_times(tiny_model: ElasticBert
 # Calibration -------------------------------------------------------------------------------------------
 
 
+def _random_table_sums(seed: int, n: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray]:
+    """Made-up table sums (ms) and depths of ``n`` pairs, and the generator for the test's own noise."""
+    rng = np.random.default_rng(seed)
+    return rng, rng.uniform(1, 50, n), rng.integers(1, 7, n)
+
+
 def test_calibration_recovers_a_linear_relation_and_reports_leave_one_out(
     tiny_model: ElasticBertForSequenceClassification,
 ) -> None:
-    rng = np.random.default_rng(0)
-    table_ms = rng.uniform(1, 50, 20)
-    depth = rng.integers(1, 7, 20)
+    _, table_ms, depth = _random_table_sums(seed=0, n=20)
     measured = 0.8 * table_ms + 0.5 * depth + 1.0
     table = LatencyTable("p", 2, 16, shape_key(tiny_model.shape))
     model = LatencyModel.calibrate(table, table_ms.tolist(), depth.tolist(), measured.tolist())
@@ -237,9 +241,7 @@ def test_calibration_recovers_a_linear_relation_and_reports_leave_one_out(
 def test_calibration_prefers_the_simplest_design_that_is_as_good(
     tiny_model: ElasticBertForSequenceClassification,
 ) -> None:
-    rng = np.random.default_rng(1)
-    table_ms = rng.uniform(1, 50, 30)
-    depth = rng.integers(1, 7, 30)
+    rng, table_ms, depth = _random_table_sums(seed=1, n=30)
     table = LatencyTable("p", 2, 16, shape_key(tiny_model.shape))
     # A systematic scale and offset plus jitter: a fit beats the raw sum, and the design with the lowest
     # leave-one-out MAPE is the one kept (whether jitter happens to favour the depth term or not).
@@ -258,9 +260,7 @@ def test_calibration_prefers_the_simplest_design_that_is_as_good(
 
 
 def test_nested_leave_one_out_holds_each_pair_out_of_the_choice_of_design() -> None:
-    rng = np.random.default_rng(2)
-    table_ms = rng.uniform(1, 50, 12)
-    depth = rng.integers(1, 7, 12)
+    rng, table_ms, depth = _random_table_sums(seed=2, n=12)
     measured = (0.7 * table_ms + 2.0) * rng.uniform(0.9, 1.1, 12)
     nested = nested_leave_one_out(table_ms, depth, measured)
     for i in range(12):  # pair i's estimate is what the procedure gives when it never saw pair i
