@@ -1,6 +1,9 @@
 """InstaTune vs standard fine-tuning vs standalone small models, on the real default.
 
-    python benchmarks/instatune.py --out benchmarks/results [--steps 400] [--seed 0]
+    python benchmarks/instatune.py --out benchmarks/results [--steps 400] [--seed 0] [--no-reordered-twins]
+
+One seed's margins are within test-set noise: `make bench-instatune` runs several seeds and
+`benchmarks/instatune_seeds.py` judges the targets over them.
 
 Runs, on all-MiniLM-L6-v2 + Rotten Tomatoes, each for the same number of steps and batch size:
   1. standard fine-tuning of the full model (largest sub-network only, no reordering);
@@ -82,6 +85,11 @@ def main() -> None:
     )
     parser.add_argument("--label-weight", type=float, default=None, help="InstaTune label_weight (default: library's)")
     parser.add_argument("--tag", default="", help="suffix of the result files and of the super-network phase")
+    parser.add_argument(
+        "--no-reordered-twins",
+        action="store_true",
+        help="skip the stricter reordered twins (not in the issue's targets; saves about 15 min per seed)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.work
@@ -109,6 +117,9 @@ def main() -> None:
         instatune=instatune,
     )
     suffix = f"-{args.tag}" if args.tag else ""
+    # Phases live in a per-seed work folder (the settings guard), but result files share --out: name them by
+    # seed, keeping seed 0's historical name.
+    result_name = f"instatune{suffix}" + (f"-seed{args.seed}" if args.seed else "")
     # The standard and standalone phases do not depend on InstaTune settings: a tagged run in the same
     # work folder reuses them and trains only its own super-network.
     standard = standard_finetuning(config)
@@ -183,6 +194,7 @@ def main() -> None:
     standalone = {
         name: cached(phases / f"standalone-{name}.json", lambda a=a, n=name: run_standalone(a, n, reordered=True))
         for name, a in small_archs
+        if not args.no_reordered_twins
     }
 
     def run_timing() -> dict[str, float]:
@@ -218,7 +230,9 @@ def main() -> None:
     targets = {
         "largest_within_0.5_points_of_standard": largest_gap <= 0.5,
         "every_small_subnet_at_least_its_truncated_twin": beats("truncated_acc"),
-        "every_small_subnet_at_least_its_reordered_twin (stricter, not in the issue)": beats("reordered_acc"),
+        "every_small_subnet_at_least_its_reordered_twin (stricter, not in the issue)": (
+            beats("reordered_acc") if standalone else None
+        ),
         "step_time_ratio_at_most_2.5": ratio <= 2.5,
     }
     results = {
@@ -239,7 +253,7 @@ def main() -> None:
         "largest_gap_points": largest_gap,
         "targets_met": targets,
     }
-    atomic_write_text(args.out / f"instatune{suffix}.json", json.dumps(results, indent=2))
+    atomic_write_text(args.out / f"{result_name}.json", json.dumps(results, indent=2))
     lines = [
         "# InstaTune benchmark (all-MiniLM-L6-v2, Rotten Tomatoes)",
         "",
@@ -273,8 +287,9 @@ def main() -> None:
             f"{row['params_M']:.2f} | {percent(row['instatune_acc'])} | {percent(row['truncated_acc'])} | "
             f"{percent(row['reordered_acc'])} |"
         )
-    lines += ["", "Targets met: " + ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in targets.items())]
-    atomic_write_text(args.out / f"instatune{suffix}.md", "\n".join(lines) + "\n")
+    verdict = {True: "yes", False: "NO", None: "not run"}
+    lines += ["", "Targets met: " + ", ".join(f"{k}: {verdict[v]}" for k, v in targets.items())]
+    atomic_write_text(args.out / f"{result_name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
