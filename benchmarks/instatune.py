@@ -84,6 +84,9 @@ def main() -> None:
         "--lr", type=float, default=1e-4, help="peak learning rate of every run (standard, super-network, twins)"
     )
     parser.add_argument("--label-weight", type=float, default=None, help="InstaTune label_weight (default: library's)")
+    parser.add_argument(
+        "--largest-weight", type=float, default=None, help="InstaTune largest_weight (default: library's)"
+    )
     parser.add_argument("--tag", default="", help="suffix of the result files and of the super-network phase")
     parser.add_argument(
         "--no-reordered-twins",
@@ -105,7 +108,8 @@ def main() -> None:
     tokenizer = load_tokenizer(checkpoint)
     data = load_rotten_tomatoes(seed=args.seed)
     space = BertElasticSpace.default(6, 12, 1536)
-    instatune = InstaTuneConfig() if args.label_weight is None else InstaTuneConfig(label_weight=args.label_weight)
+    overrides = {"label_weight": args.label_weight, "largest_weight": args.largest_weight}
+    instatune = InstaTuneConfig(**{k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(
         steps=args.steps,
         batch_size=32,

@@ -13,7 +13,7 @@ from supernet.data import TextSplit
 from supernet.errors import ConfigError
 from supernet.evaluate import evaluate
 from supernet.instatune import InstaTuneConfig, sandwich_step, step_archs, step_rng
-from supernet.train import CHECKPOINT, TRAIN_LOG, TrainConfig, train_supernet
+from supernet.train import CHECKPOINT, TRAIN_LOG, TrainConfig, TrainResult, train_supernet
 from tests.supernet.helpers import real_tokenizer, toy_sentiment
 
 SPACE = BertElasticSpace.default(num_layers=3, num_heads=4, intermediate_size=64)
@@ -83,6 +83,37 @@ def test_resume_with_another_config_is_refused(tiny_bert_dir: Path, tmp_path: Pa
             tmp_path,
             progress=False,
         )
+
+
+def test_a_checkpoint_from_before_largest_weight_resumes_as_its_default(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+
+    def train(config: TrainConfig) -> TrainResult:
+        model = load_pretrained(tiny_bert_dir, num_labels=2)
+        return train_supernet(model, SPACE, data, tok, config, tmp_path, progress=False)
+
+    train(_config(steps=3))
+    checkpoint = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    del checkpoint["config"]["instatune"]["largest_weight"]  # as written before the option existed
+    torch.save(checkpoint, tmp_path / CHECKPOINT)
+    assert train(_config(steps=3)).resumed_from == 3
+    with pytest.raises(ConfigError, match="largest_weight"):
+        train(_config(steps=3, instatune={"largest_weight": 2.0}))
+
+
+def test_largest_weight_scales_only_the_largest_label_loss(tiny_bert_dir: Path) -> None:
+    from supernet.data import make_batches
+
+    batch = next(make_batches(toy_sentiment().train, real_tokenizer(), batch_size=8, max_length=32))
+    model = load_pretrained(tiny_bert_dir, num_labels=2).eval()  # eval: no dropout, the same function twice
+    archs = step_archs(SPACE, InstaTuneConfig(num_random=2), step_rng(0, 1))
+    plain = sandwich_step(model, batch, archs, InstaTuneConfig(num_random=2), backward=False)
+    heavy = sandwich_step(model, batch, archs, InstaTuneConfig(num_random=2, largest_weight=3.0), backward=False)
+    assert heavy.losses[0] == pytest.approx(3 * plain.losses[0], rel=1e-6)
+    assert heavy.losses[1:] == pytest.approx(plain.losses[1:], rel=1e-6)
+    assert float(heavy.loss - plain.loss) == pytest.approx(2 * plain.losses[0], rel=1e-5)
+    with pytest.raises(ConfigError, match="largest_weight must be > 0"):
+        InstaTuneConfig(largest_weight=0.0)
 
 
 def test_training_does_not_touch_the_global_rng(tiny_bert_dir: Path, tmp_path: Path) -> None:
