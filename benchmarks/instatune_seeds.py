@@ -123,8 +123,8 @@ def main() -> None:
         )
     lines += ["", "| quantity | mean | std | 95% interval of the mean |", "|---|---|---|---|"]
     for column, s in summary.items():
-        interval = "" if s["ci95_low"] is None else f"[{s['ci95_low']:+.2f}, {s['ci95_high']:+.2f}]"
         signed = column == "largest_gap" or column.endswith("_vs_truncated")
+        interval = "" if s["ci95_low"] is None else f"[{cell(s['ci95_low'], signed)}, {cell(s['ci95_high'], signed)}]"
         lines.append(f"| {column} | {cell(s['mean'], signed)} | {cell(s['std'], False)} | {interval} |")
     lines += ["", "| target | met on the mean | seeds meeting it |", "|---|---|---|"]
     for description, verdict in verdicts.items():
