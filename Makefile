@@ -33,7 +33,7 @@ lint: setup
 	$(BIN)/mypy
 
 # Seed 0 with both kinds of twin, further seeds with the issue's (truncated) twins only, then the targets
-# judged over all seeds: one seed's margins are within test-set noise.
+# judged over all seeds: one seed's margins are within training and test-set noise.
 INSTATUNE_SEEDS ?= 1 2
 INSTATUNE_RESULTS := benchmarks/results/instatune-lr2e-4
 

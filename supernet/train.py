@@ -141,8 +141,10 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
 
 def _check_same_run(saved: Mapping[str, Any], config: TrainConfig, run_dir: Path) -> None:
     current = config.to_dict()
-    # A checkpoint written before an InstaTune option existed ran with its default: compare with defaults filled.
-    saved = {**saved, "instatune": InstaTuneConfig.from_dict(saved.get("instatune")).to_dict()}
+    # A checkpoint written before an option existed ran with its default: compare with defaults filled in,
+    # for train options and the nested InstaTune ones alike.
+    defaults = TrainConfig().to_dict()
+    saved = {**defaults, **saved, "instatune": {**defaults["instatune"], **saved.get("instatune", {})}}
     for key in sorted(set(saved) | set(current)):
         if key not in _BOOKKEEPING and saved.get(key) != current.get(key):
             raise ConfigError(
