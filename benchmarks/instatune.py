@@ -39,7 +39,7 @@ from _cache import cached
 
 from supernet.arch import BertArch, BertElasticSpace
 from supernet.atomic import atomic_write_text
-from supernet.bert import count_parameters
+from supernet.bert import DEPTH_RULES, count_parameters
 from supernet.checkpoint import default_checkpoint_dir, load_pretrained, load_tokenizer
 from supernet.data import load_rotten_tomatoes, make_batches
 from supernet.evaluate import evaluate
@@ -90,6 +90,12 @@ def main() -> None:
     parser.add_argument(
         "--largest-weight", type=float, default=None, help="InstaTune largest_weight (default: library's)"
     )
+    parser.add_argument(
+        "--depth-rule",
+        choices=DEPTH_RULES,
+        default="first",
+        help="which layers a shallower sub-network keeps, for the super-network and the twins alike",
+    )
     parser.add_argument("--tag", default="", help="suffix of the result files and of the super-network phase")
     parser.add_argument(
         "--no-reordered-twins",
@@ -103,6 +109,8 @@ def main() -> None:
     phases.mkdir(parents=True, exist_ok=True)
     # Cached phases are only valid for the settings they were run with: refuse to mix them.
     settings = {"steps": args.steps, "seed": args.seed, "lr": args.lr}
+    if args.depth_rule != "first":  # folders from before the option hold "first" runs and no such key
+        settings["depth_rule"] = args.depth_rule
     stored = cached(phases / "settings.json", lambda: settings)
     if stored != settings:
         parser.error(f"{work} holds runs with {stored}, not {settings}; give another --work")
@@ -131,8 +139,8 @@ def main() -> None:
     # work folder reuses them and trains only its own super-network.
     standard = standard_finetuning(config)
 
-    def fresh() -> Any:
-        return load_pretrained(checkpoint, num_labels=data.num_classes, seed=args.seed)
+    def fresh(depth_rule: str = "first") -> Any:
+        return load_pretrained(checkpoint, num_labels=data.num_classes, seed=args.seed, depth_rule=depth_rule)
 
     def evaluate_test(model: Any, arch: BertArch | None = None) -> float:
         return evaluate(model, data.test, tokenizer, arch=arch, batch_size=128, progress=True).accuracy
@@ -147,7 +155,7 @@ def main() -> None:
         }
 
     def run_supernet() -> dict[str, Any]:
-        model = fresh()
+        model = fresh(args.depth_rule)
         result = train_supernet(model, space, data, tokenizer, config, work / f"supernet{suffix}")
         archs = {
             "largest": space.largest(),
@@ -168,7 +176,7 @@ def main() -> None:
         }
 
     def run_standalone(arch: BertArch, name: str, reordered: bool) -> dict[str, Any]:
-        model = fresh()
+        model = fresh(args.depth_rule)  # a twin keeps the same layers as its super-network sub-network
         if reordered:
             scores = compute_importance(  # the same scores train_supernet computed for run 2
                 model,
@@ -213,7 +221,7 @@ def main() -> None:
     def run_timing() -> dict[str, float]:
         batches = list(make_batches(data.train, tokenizer, batch_size=32, max_length=128, shuffle_seed=99))
         return _time_steps(
-            fresh(),
+            fresh(args.depth_rule),
             space,
             batches[: args.timing_steps],
             {"standard": standard.instatune, "instatune": config.instatune},
@@ -257,6 +265,7 @@ def main() -> None:
         },
         "data": {"train": len(data.train), "validation": len(data.validation), "test": len(data.test)},
         "config": config.to_dict(),
+        "depth_rule": args.depth_rule,
         "standard_finetuning": std,
         "standard_finetuning_noise_reference": noise_reference,
         "supernet": sup,
@@ -273,7 +282,7 @@ def main() -> None:
         "",
         f"Command: `{results['command']}`  ",
         f"{args.steps} steps, batch 32, lr {config.learning_rate}, seed {args.seed}, InstaTune "
-        f"{config.instatune.to_dict()}, "
+        f"{config.instatune.to_dict()}, depth rule {args.depth_rule!r}, "
         f"{torch.get_num_threads()} threads; test split of {len(data.test)} sentences.",
         "",
         f"- Standard fine-tuning of the full model: test accuracy **{100 * std['test_accuracy']:.2f}%**",
@@ -286,8 +295,8 @@ def main() -> None:
         f"ratio **{ratio:.2f}x** (target <= 2.5x)",
         "",
         "Standalone twins are the same architecture fine-tuned alone for the same steps, cut from the pretrained",
-        "weights either by plain truncation (first heads / neurons / layers) or after elastiq's importance",
-        "reordering.",
+        "weights either by plain truncation (first heads / neurons; the layers the depth rule keeps) or after",
+        "elastiq's importance reordering.",
         "",
         "| sub-network | arch (heads x depth, FFN) | params (M) | InstaTune test acc | truncated twin "
         "| reordered twin |",

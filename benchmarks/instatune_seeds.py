@@ -33,7 +33,11 @@ SMALL = ("smallest", "middle1", "middle2", "middle3")
 def _load_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """The per-seed results, checked to differ only by seed: mixing settings would make the mean meaningless."""
     runs = [json.loads(path.read_text()) for path in paths]
-    configs = [{k: v for k, v in run["config"].items() if k != "seed"} for run in runs]
+    # Runs from before the depth rule was an option kept the first layers.
+    configs = [
+        {**{k: v for k, v in run["config"].items() if k != "seed"}, "depth_rule": run.get("depth_rule", "first")}
+        for run in runs
+    ]
     for path, config in zip(paths, configs, strict=True):
         if config != configs[0]:
             raise ValueError(f"{path} was run with other settings than {paths[0]}; give runs of one configuration")

@@ -11,11 +11,12 @@ from typing import Any
 import yaml
 
 from search.search_config import SearchConfig
+from supernet.bert import DEPTH_RULES
 from supernet.errors import ConfigError
 from supernet.train import TrainConfig
 
 _TOP_LEVEL = {"run_dir", "seed", "model", "data", "space", "train", "evaluate", "search"}
-_MODEL_KEYS = {"checkpoint", "reinit_classifier", "pooling"}
+_MODEL_KEYS = {"checkpoint", "reinit_classifier", "pooling", "depth_rule"}
 _EVAL_KEYS = {"split", "archs", "num_random", "batch_size"}
 
 
@@ -43,6 +44,7 @@ class RunConfig:
     checkpoint: str = "default"
     reinit_classifier: bool = False
     pooling: str = "auto"
+    depth_rule: str = "first"
     data: Mapping[str, Any] | None = None
     space: Mapping[str, Any] | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -57,6 +59,7 @@ class RunConfig:
                 "checkpoint": self.checkpoint,
                 "reinit_classifier": self.reinit_classifier,
                 "pooling": self.pooling,
+                "depth_rule": self.depth_rule,
             },
             "data": dict(self.data) if self.data else {"name": "rotten_tomatoes"},
             "space": dict(self.space) if self.space else {},
@@ -87,6 +90,8 @@ def parse_run_config(data: Mapping[str, Any], *, run_dir: str | Path | None = No
     if not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     model = _section(data, "model", _MODEL_KEYS)
+    if model.get("depth_rule", "first") not in DEPTH_RULES:
+        raise ConfigError(f"unknown model.depth_rule {model['depth_rule']!r}; use one of {', '.join(DEPTH_RULES)}")
     train_data = _section(data, "train", set(TrainConfig.__dataclass_fields__))
     if "seed" in train_data:
         raise ConfigError("set the seed once, at the top level of the config, not under train")
@@ -101,6 +106,7 @@ def parse_run_config(data: Mapping[str, Any], *, run_dir: str | Path | None = No
         checkpoint=str(model.get("checkpoint", "default")),
         reinit_classifier=bool(model.get("reinit_classifier", False)),
         pooling=str(model.get("pooling", "auto")),
+        depth_rule=str(model.get("depth_rule", "first")),
         data=data.get("data"),
         space=data.get("space"),
         train=replace(TrainConfig.from_dict(train_data), seed=seed),

@@ -77,6 +77,7 @@ def train_run(config: RunConfig, *, progress: bool = True) -> Path:
         seed=config.seed,
         reinit_classifier=config.reinit_classifier,
         pooling=config.pooling,
+        depth_rule=config.depth_rule,
     )
     tokenizer = load_tokenizer(checkpoint)
     shape = model.shape

@@ -1,7 +1,8 @@
 """Architectures of an elastic BERT and the space of choices they are drawn from.
 
 An architecture is plain, hashable data: the number of heads and the FFN width of each *kept* layer
-(the depth is the number of kept layers, which are always the first ones). Keeping only the kept
+(the depth is the number of kept layers; which layers of the super-network they are is the model's depth
+rule, ``supernet.bert.DEPTH_RULES``: the first ones by default). Keeping only the kept
 layers makes the representation canonical: two architectures that differ only in layers that are
 dropped anyway cannot exist, so a results store can key on `arch.to_dict()` directly.
 """

@@ -32,6 +32,28 @@ from supernet.errors import ArchError, ConfigError
 #: (measured: depth <= 4 of 6 gave majority-class accuracy after InstaTune, full width or not).
 POOLINGS = ("cls", "mean")
 
+#: Which layers of the super-network a sub-network of depth ``d`` keeps. "first": layers ``0..d-1``, plain
+#: truncation. "spread": ``d`` layers evenly spaced from the first to the last (DynaBERT keeps spread
+#: layers too), so the last layer always produces the states that pooling and the classifier read, and no
+#: intermediate layer is trained to serve as a final one. Measured reason for offering it: with "first",
+#: InstaTune's largest sub-network trailed standard fine-tuning at seeds 1-2 while elastic width alone did
+#: not (README, Benchmarks).
+DEPTH_RULES = ("first", "spread")
+
+
+def kept_layers(num_layers: int, depth: int, rule: str) -> tuple[int, ...]:
+    """Indices of the super-network layers that a sub-network of ``depth`` layers runs, in order."""
+    if not 1 <= depth <= num_layers:
+        raise ArchError(f"architecture keeps {depth} layers but the model has {num_layers}")
+    if rule == "first" or depth == num_layers:
+        return tuple(range(depth))
+    if rule == "spread":
+        if depth == 1:
+            return (num_layers - 1,)
+        # Round half up: i * (L - 1) / (d - 1) + 1/2, in integers.
+        return tuple((2 * i * (num_layers - 1) + depth - 1) // (2 * (depth - 1)) for i in range(depth))
+    raise ConfigError(f"unknown depth rule {rule!r}; use one of {DEPTH_RULES}")
+
 
 @dataclass(frozen=True)
 class BertShape:
@@ -51,6 +73,7 @@ class BertShape:
     attention_probs_dropout_prob: float = 0.1
     pad_token_id: int = 0
     pooling: str = "cls"
+    depth_rule: str = "first"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", tuple(int(h) for h in self.heads))
@@ -61,12 +84,18 @@ class BertShape:
             raise ConfigError(f"unknown activation {self.hidden_act!r}; use one of {sorted(ACT2FN)}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"unknown pooling {self.pooling!r}; use one of {POOLINGS}")
+        if self.depth_rule not in DEPTH_RULES:
+            raise ConfigError(f"unknown depth rule {self.depth_rule!r}; use one of {DEPTH_RULES}")
         if self.num_labels < 1:
             raise ConfigError(f"num_labels must be >= 1, got {self.num_labels}")
 
     @property
     def num_layers(self) -> int:
         return len(self.heads)
+
+    def kept_layers(self, depth: int) -> tuple[int, ...]:
+        """The layers a sub-network of ``depth`` layers runs (see ``DEPTH_RULES``)."""
+        return kept_layers(self.num_layers, depth, self.depth_rule)
 
     def full_arch(self) -> BertArch:
         return BertArch(heads=self.heads, ffn=self.ffn)
@@ -85,20 +114,20 @@ class BertShape:
         return cls(**{**data, "heads": tuple(data["heads"]), "ffn": tuple(data["ffn"])})
 
     def sliced(self, arch: BertArch) -> BertShape:
-        """The shape of the sub-network ``arch`` (checked against this shape)."""
+        """The shape of the sub-network ``arch`` (checked against this shape). It keeps the depth rule,
+        which matters only if the sub-network is itself cut down further."""
         check_arch_fits(self, arch)
         return BertShape.from_dict({**self.to_dict(), "heads": list(arch.heads), "ffn": list(arch.ffn)})
 
 
 def check_arch_fits(shape: BertShape, arch: BertArch) -> None:
     """Raise ArchError unless ``arch`` is a sub-network of ``shape`` (fewer or equal everything)."""
-    if arch.depth > shape.num_layers:
-        raise ArchError(f"architecture keeps {arch.depth} layers but the model has {shape.num_layers}")
-    for i, (h, f) in enumerate(zip(arch.heads, arch.ffn, strict=True)):
-        if h > shape.heads[i] or f > shape.ffn[i]:
+    layers = shape.kept_layers(arch.depth)
+    for i, (layer, h, f) in enumerate(zip(layers, arch.heads, arch.ffn, strict=True)):
+        if h > shape.heads[layer] or f > shape.ffn[layer]:
             raise ArchError(
                 f"layer {i}: architecture asks for {h} heads / FFN {f} "
-                f"but the model has {shape.heads[i]} heads / FFN {shape.ffn[i]}"
+                f"but the model's layer {layer} has {shape.heads[layer]} heads / FFN {shape.ffn[layer]}"
             )
 
 
@@ -271,8 +300,8 @@ class ElasticBertModel(nn.Module):
         hidden = self.embeddings(input_ids, token_type_ids)
         # Additive bias, the form transformers' BERT uses: masked keys get the dtype's minimum.
         attn_bias = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
-        for layer, h, f in zip(self.encoder.layer, heads, ffn, strict=False):
-            hidden = layer(hidden, attn_bias, h, f)
+        for index, h, f in zip(self.shape.kept_layers(len(heads)), heads, ffn, strict=True):
+            hidden = self.encoder.layer[index](hidden, attn_bias, h, f)
         return hidden
 
     def forward(

@@ -60,7 +60,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def shape_from_hf_config(config: dict[str, Any], num_labels: int, folder: Path, pooling: str = "cls") -> BertShape:
+def shape_from_hf_config(
+    config: dict[str, Any], num_labels: int, folder: Path, pooling: str = "cls", depth_rule: str = "first"
+) -> BertShape:
     """Translate an HF ``config.json`` into a BertShape, refusing what is not a plain BERT encoder."""
     model_type = config.get("model_type")
     if model_type != "bert":
@@ -96,6 +98,7 @@ def shape_from_hf_config(config: dict[str, Any], num_labels: int, folder: Path, 
         attention_probs_dropout_prob=float(config.get("attention_probs_dropout_prob", 0.1)),
         pad_token_id=int(config.get("pad_token_id") or 0),
         pooling=pooling,
+        depth_rule=depth_rule,
     )
 
 
@@ -151,6 +154,7 @@ def load_pretrained(
     seed: int = 0,
     reinit_classifier: bool = False,
     pooling: str = "auto",
+    depth_rule: str = "first",
 ) -> ElasticBertForSequenceClassification:
     """Build the super-network from a local HF BERT checkpoint folder.
 
@@ -159,7 +163,8 @@ def load_pretrained(
 
     ``pooling="auto"`` keeps BERT's [CLS] pooler when the checkpoint brings a trained classifier (its
     function is then preserved exactly) and otherwise pools by the mean of the tokens, which every
-    depth of an elastic network can use (see ``supernet.bert.POOLINGS``).
+    depth of an elastic network can use (see ``supernet.bert.POOLINGS``). ``depth_rule`` says which
+    layers a shallower sub-network keeps (``supernet.bert.DEPTH_RULES``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -174,7 +179,7 @@ def load_pretrained(
         pooling = "cls" if "classifier.weight" in state else "mean"
     if pooling == "mean":  # no pooler in the model: its checkpoint weights are not used
         state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
-    shape = shape_from_hf_config(hf_config, num_labels, folder, pooling)
+    shape = shape_from_hf_config(hf_config, num_labels, folder, pooling, depth_rule)
     model = _build(shape, seed)
 
     expected = model.state_dict()

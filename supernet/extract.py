@@ -13,14 +13,10 @@ from supernet.arch import BertArch
 from supernet.bert import ElasticBertForSequenceClassification
 
 
-def _slice_for(key: str, value: torch.Tensor, arch: BertArch, head_dim: int) -> torch.Tensor:
-    """The part of super-network parameter ``key`` that sub-network ``arch`` keeps."""
-    parts = key.split(".")
-    if parts[:3] != ["bert", "encoder", "layer"]:
-        return value
-    layer = int(parts[3])
-    width, ffn = arch.heads[layer] * head_dim, arch.ffn[layer]
-    rest = ".".join(parts[4:])
+def _slice_for(rest: str, value: torch.Tensor, heads: int, ffn: int, head_dim: int) -> torch.Tensor:
+    """The part of a layer's parameter ``rest`` (its name within the layer) that ``heads`` heads and
+    ``ffn`` FFN neurons keep."""
+    width = heads * head_dim
     if rest.startswith("attention.self."):  # query/key/value: output rows are the heads
         return value[:width]
     if rest == "attention.output.dense.weight":  # input columns are the heads
@@ -36,12 +32,19 @@ def extract(model: ElasticBertForSequenceClassification, arch: BertArch) -> Elas
     """A standalone copy of sub-network ``arch``: same outputs as ``model(..., arch=arch)``."""
     shape = model.shape.sliced(arch)
     sub = ElasticBertForSequenceClassification(shape)
+    position = {layer: i for i, layer in enumerate(model.shape.kept_layers(arch.depth))}
     state = {}
     for key, value in model.state_dict().items():
         parts = key.split(".")
-        if parts[:3] == ["bert", "encoder", "layer"] and int(parts[3]) >= arch.depth:
+        if parts[:3] != ["bert", "encoder", "layer"]:
+            state[key] = value.clone()
             continue
-        state[key] = _slice_for(key, value, arch, shape.head_dim).clone()
+        i = position.get(int(parts[3]))
+        if i is None:  # a dropped layer
+            continue
+        rest = ".".join(parts[4:])
+        sliced = _slice_for(rest, value, arch.heads[i], arch.ffn[i], shape.head_dim)
+        state[f"bert.encoder.layer.{i}.{rest}"] = sliced.clone()
     sub.load_state_dict(state, strict=True)
     sub.train(model.training)
     return sub.to(next(model.parameters()).device)

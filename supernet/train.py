@@ -192,6 +192,12 @@ def train_supernet(
         if ckpt_path.exists():
             state = torch.load(ckpt_path, map_location=device, weights_only=False)
             _check_same_run(state["config"], config, run_dir)
+            # Checkpoints from before depth rules existed trained with "first".
+            if state.get("depth_rule", "first") != model.shape.depth_rule:
+                raise ConfigError(
+                    f"{run_dir} holds a run with depth_rule={state.get('depth_rule', 'first')!r}, not "
+                    f"{model.shape.depth_rule!r}; resume with the same model config or use a new run folder"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -249,6 +255,7 @@ def train_supernet(
                         "scheduler": scheduler.state_dict(),
                         "torch_rng": torch.get_rng_state(),
                         "config": config.to_dict(),
+                        "depth_rule": model.shape.depth_rule,
                     },
                 )
             bar.update(1)

@@ -100,6 +100,7 @@ def test_run_train_evaluate_extract(tmp_path: Path, capsys: pytest.CaptureFixtur
         (None, {"learning_rate_typo": 1}, "unknown config keys"),
         (None, {"train": {"steps": 0}}, "train.steps must be >= 1"),
         (None, {"model": {"checkpoint": "/nonexistent/folder"}}, "does not exist"),
+        (None, {"model": {"depth_rule": "last"}}, "unknown model.depth_rule 'last'; use one of first, spread"),
         (None, {"data": {"path": "/nonexistent.csv"}}, "nonexistent.csv"),
         (None, {"space": {"head_choices": [1, 3]}}, "must include the full size 4"),
         (None, {"search": {"proposal": "nearby"}}, "search.proposal must be one of local, global"),

@@ -10,9 +10,9 @@ import torch
 from transformers import BertModel
 
 from supernet.arch import BertArch, BertElasticSpace
-from supernet.bert import count_parameters
+from supernet.bert import DEPTH_RULES, BertShape, count_parameters, kept_layers
 from supernet.checkpoint import load_model, load_pretrained, save_model
-from supernet.errors import ArchError
+from supernet.errors import ArchError, ConfigError
 from supernet.extract import extract
 
 
@@ -74,6 +74,61 @@ def test_extract_matches_supernet_and_analytic_count(tiny_bert_dir: Path, tmp_pa
     reloaded = load_model(tmp_path / "sub").eval()
     with torch.no_grad():
         assert torch.equal(reloaded(**inputs), got)
+
+
+@pytest.mark.parametrize(
+    ("depth", "expected"), [(1, (5,)), (2, (0, 5)), (3, (0, 3, 5)), (4, (0, 2, 3, 5)), (5, (0, 1, 3, 4, 5))]
+)
+def test_spread_rule_keeps_evenly_spaced_layers_ending_with_the_last(depth: int, expected: tuple[int, ...]) -> None:
+    assert kept_layers(6, depth, "spread") == expected
+    assert kept_layers(6, depth, "first") == tuple(range(depth))
+
+
+@pytest.mark.parametrize("num_layers", range(1, 25))
+def test_every_rule_keeps_distinct_increasing_layers_and_all_at_full_depth(num_layers: int) -> None:
+    for rule in DEPTH_RULES:
+        assert kept_layers(num_layers, num_layers, rule) == tuple(range(num_layers))
+        for depth in range(1, num_layers + 1):
+            layers = kept_layers(num_layers, depth, rule)
+            assert len(layers) == depth and list(layers) == sorted(set(layers))
+            assert layers[0] >= 0 and layers[-1] < num_layers
+            if rule == "spread":
+                assert layers[-1] == num_layers - 1 and (depth == 1 or layers[0] == 0)
+                gaps = np.diff(layers)
+                assert depth < 2 or gaps.max() - gaps.min() <= 1  # as even as whole layers allow
+
+
+def test_unknown_depth_rule_and_depth_out_of_range_are_refused(tiny_bert_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown depth rule 'last'"):
+        load_pretrained(tiny_bert_dir, num_labels=2, depth_rule="last")
+    with pytest.raises(ArchError, match="keeps 7 layers"):
+        kept_layers(6, 7, "spread")
+
+
+def test_spread_subnetwork_runs_and_extracts_the_spread_layers(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    spread = load_pretrained(tiny_bert_dir, num_labels=2, depth_rule="spread").eval()
+    first = load_pretrained(tiny_bert_dir, num_labels=2).eval()
+    arch = BertArch(heads=(2, 3), ffn=(32, 48))  # layers 0 and 2 of 3 under "spread"
+    inputs = _inputs(1)
+    sub = extract(spread, arch).eval()
+    layer2 = spread.bert.encoder.layer[2].attention.self.query.weight[: 3 * spread.shape.head_dim]
+    assert torch.equal(sub.bert.encoder.layer[1].attention.self.query.weight, layer2)
+    with torch.no_grad():
+        expected = spread(**inputs, arch=arch)
+        assert (expected - sub(**inputs)).abs().max().item() <= 1e-5
+        assert (expected - first(**inputs, arch=arch)).abs().max().item() > 1e-3  # another sub-network
+        # The full architecture is the same network under either rule.
+        assert torch.equal(spread(**inputs), first(**inputs))
+    assert sum(p.numel() for p in sub.parameters()) == count_parameters(spread.shape, arch)
+    save_model(sub, tmp_path / "sub")
+    with torch.no_grad():
+        assert torch.equal(load_model(tmp_path / "sub").eval()(**inputs), sub(**inputs))
+
+
+def test_a_shape_saved_before_depth_rules_reads_as_first(tiny_bert_dir: Path) -> None:
+    data = load_pretrained(tiny_bert_dir, num_labels=2).shape.to_dict()
+    del data["depth_rule"]
+    assert BertShape.from_dict(data).depth_rule == "first"
 
 
 def test_extract_owns_its_weights(tiny_bert_dir: Path) -> None:

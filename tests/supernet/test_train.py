@@ -85,6 +85,26 @@ def test_resume_with_another_config_is_refused(tiny_bert_dir: Path, tmp_path: Pa
         )
 
 
+def test_resume_with_another_depth_rule_is_refused_and_an_old_checkpoint_counts_as_first(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    data, tok = toy_sentiment(), real_tokenizer()
+
+    def train(depth_rule: str) -> TrainResult:
+        model = load_pretrained(tiny_bert_dir, num_labels=2, depth_rule=depth_rule)
+        return train_supernet(model, SPACE, data, tok, _config(steps=3), tmp_path, progress=False)
+
+    train("spread")
+    with pytest.raises(ConfigError, match="depth_rule='spread'"):
+        train("first")
+    checkpoint = torch.load(tmp_path / CHECKPOINT, weights_only=False)
+    del checkpoint["depth_rule"]  # as written before depth rules existed
+    torch.save(checkpoint, tmp_path / CHECKPOINT)
+    assert train("first").resumed_from == 3
+    with pytest.raises(ConfigError, match="depth_rule='first'"):
+        train("spread")
+
+
 def test_a_checkpoint_from_before_largest_weight_resumes_as_its_default(tiny_bert_dir: Path, tmp_path: Path) -> None:
     data, tok = toy_sentiment(), real_tokenizer()
 
