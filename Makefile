@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.elastiq-installed
 
-.PHONY: setup demo test test-fast lint bench-instatune clean
+.PHONY: setup demo test test-fast lint bench-instatune bench-instatune-spread clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,20 @@ bench-instatune: setup
 	done
 	$(BIN)/python benchmarks/instatune_seeds.py $(INSTATUNE_RESULTS).json \
 	  $(foreach seed,$(INSTATUNE_SEEDS),$(INSTATUNE_RESULTS)-seed$(seed).json) --out $(INSTATUNE_RESULTS)-seeds
+
+# The same comparison under the "spread" depth rule (super-network and twins keep evenly spaced layers),
+# seeds 0-2, truncated twins only.
+SPREAD_SEEDS ?= 0 1 2
+SPREAD_RESULTS := benchmarks/results/instatune-lr2e-4-spread
+
+bench-instatune-spread: setup
+	for seed in $(SPREAD_SEEDS); do \
+	  $(BIN)/python benchmarks/instatune.py --out benchmarks/results --work runs/bench-instatune-spread-seed$$seed \
+	    --lr 2e-4 --tag lr2e-4-spread --seed $$seed --no-reordered-twins --depth-rule spread || exit 1; \
+	done
+	$(BIN)/python benchmarks/instatune_seeds.py \
+	  $(foreach seed,$(SPREAD_SEEDS),$(if $(filter 0,$(seed)),$(SPREAD_RESULTS).json,$(SPREAD_RESULTS)-seed$(seed).json)) \
+	  --out $(SPREAD_RESULTS)-seeds
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

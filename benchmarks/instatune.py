@@ -91,6 +91,11 @@ def main() -> None:
         "--largest-weight", type=float, default=None, help="InstaTune largest_weight (default: library's)"
     )
     parser.add_argument(
+        "--no-student-dropout",
+        action="store_true",
+        help="InstaTune student_dropout=False: only the largest sub-network trains with dropout (BigNAS)",
+    )
+    parser.add_argument(
         "--depth-rule",
         choices=DEPTH_RULES,
         default="first",
@@ -119,7 +124,11 @@ def main() -> None:
     tokenizer = load_tokenizer(checkpoint)
     data = load_rotten_tomatoes(seed=args.seed)
     space = BertElasticSpace.default(6, 12, 1536)
-    overrides = {"label_weight": args.label_weight, "largest_weight": args.largest_weight}
+    overrides = {
+        "label_weight": args.label_weight,
+        "largest_weight": args.largest_weight,
+        "student_dropout": False if args.no_student_dropout else None,
+    }
     instatune = InstaTuneConfig(**{k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(
         steps=args.steps,

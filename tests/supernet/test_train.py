@@ -195,6 +195,28 @@ def test_sandwich_gradients_are_the_same_with_and_without_eager_backward(tiny_be
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
+def test_student_dropout_off_runs_only_the_smaller_subnetworks_without_dropout(tiny_bert_dir: Path) -> None:
+    from supernet.data import make_batches
+
+    batch = next(make_batches(toy_sentiment().train, real_tokenizer(), batch_size=8, max_length=32))
+    inputs = (batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+    model = load_pretrained(tiny_bert_dir, num_labels=2)
+    model.train()
+    archs = [SPACE.largest(), SPACE.smallest()]
+    with torch.no_grad():
+        clean = model.eval()(*inputs, arch=archs[1])
+        model.train()
+        for student_dropout in (True, False):
+            config = InstaTuneConfig(num_random=0, kd_weight=0.0, label_weight=1.0, student_dropout=student_dropout)
+            out = sandwich_step(model, batch, archs, config, backward=False)
+            expected = torch.nn.functional.cross_entropy(clean, batch["labels"]).item()
+            assert (abs(out.losses[1] - expected) < 1e-5) == (not student_dropout)
+            assert model.training  # the mode is restored
+            # the largest, the teacher, keeps its dropout either way
+            assert not torch.allclose(out.teacher_logits, model.eval()(*inputs, arch=archs[0]))
+            model.train()
+
+
 def test_standard_finetuning_config_trains_only_the_largest() -> None:
     from supernet.train import standard_finetuning
 
