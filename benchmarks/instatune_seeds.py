@@ -26,6 +26,7 @@ from scipy import stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from supernet.atomic import atomic_write_text
+from supernet.instatune import InstaTuneConfig
 
 SMALL = ("smallest", "middle1", "middle2", "middle3")
 
@@ -33,9 +34,15 @@ SMALL = ("smallest", "middle1", "middle2", "middle3")
 def _load_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """The per-seed results, checked to differ only by seed: mixing settings would make the mean meaningless."""
     runs = [json.loads(path.read_text()) for path in paths]
-    # Runs from before the depth rule was an option kept the first layers.
+    # Runs from before an option existed ran with its default: the depth rule kept the first layers, and
+    # InstaTune options added later had their defaults.
+    instatune_defaults = InstaTuneConfig().to_dict()
     configs = [
-        {**{k: v for k, v in run["config"].items() if k != "seed"}, "depth_rule": run.get("depth_rule", "first")}
+        {
+            **{k: v for k, v in run["config"].items() if k != "seed"},
+            "instatune": {**instatune_defaults, **run["config"]["instatune"]},
+            "depth_rule": run.get("depth_rule", "first"),
+        }
         for run in runs
     ]
     for path, config in zip(paths, configs, strict=True):
